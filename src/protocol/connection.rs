@@ -1,0 +1,441 @@
+//! The WebSocket connection state machine (RFC 6455 sections 5-7), sans-IO.
+//!
+//! Four doors, as in quinn-proto: `receive` takes bytes from the peer and
+//! yields events, `send_*`/`close` take commands, `take_output` hands back
+//! bytes to write, and the caller owns time (timeouts live in the I/O loop).
+//!
+//! Payloads are processed as they stream in: each piece is unmasked,
+//! inflated if compressed, size-checked and UTF-8-validated before the next
+//! piece is read, so the connection fails at the first bad byte and never
+//! buffers more than a message's own size. The caller keeps no read buffer:
+//! every byte handed to `receive` is consumed.
+
+use super::close::{CloseCode, CloseFrame, close_payload, parse_close_payload};
+use super::deflate::Compression;
+use super::error::Error;
+use super::frame::{FrameHeader, MAX_HEADER_LEN, Opcode, parse_header, write_frame};
+use super::mask::{apply_mask, random_key};
+use super::utf8::Utf8Validator;
+
+/// Which end of the connection this is; it decides masking (section 5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// Size limits, checked as bytes arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame payload accepted (1009 beyond).
+    pub max_frame_size: usize,
+    /// Largest message accepted, after reassembly and inflation (1009 beyond).
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 64 * 1024,
+            max_message_size: 64 * 1024,
+        }
+    }
+}
+
+/// Where the close handshake stands (section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Data flows both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// Both close frames were exchanged, or the connection failed. Nothing
+    /// more is sent or received; the caller flushes output and closes TCP.
+    Closed,
+}
+
+/// Whether a message is text (valid UTF-8, guaranteed) or binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+impl MessageKind {
+    pub fn opcode(self) -> Opcode {
+        match self {
+            MessageKind::Text => Opcode::Text,
+            MessageKind::Binary => Opcode::Binary,
+        }
+    }
+}
+
+/// What the peer did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text message; the bytes are valid UTF-8.
+    Text(Vec<u8>),
+    /// A complete binary message.
+    Binary(Vec<u8>),
+    /// A ping; the pong has already been queued.
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// The peer's close frame (`None`: no status code). If we had not sent
+    /// a close yet, the reply is already queued.
+    Close(Option<CloseFrame>),
+}
+
+/// The frame whose payload is being received.
+#[derive(Clone, Copy, Debug)]
+struct FrameState {
+    opcode: Opcode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    /// Payload bytes already seen, for the mask phase.
+    offset: usize,
+}
+
+/// A data message being reassembled from its frames.
+#[derive(Debug)]
+struct Assembly {
+    kind: MessageKind,
+    compressed: bool,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+/// One WebSocket connection, either role.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    state: State,
+    limits: Limits,
+    header: [u8; MAX_HEADER_LEN],
+    header_len: u8,
+    frame: Option<FrameState>,
+    message: Option<Assembly>,
+    /// Payload of the control frame in progress (at most 125 bytes).
+    control: Vec<u8>,
+    compression: Option<Box<Compression>>,
+    output: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(role: Role, limits: Limits) -> Self {
+        Connection {
+            role,
+            state: State::Open,
+            limits,
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            message: None,
+            control: Vec::new(),
+            compression: None,
+            output: Vec::new(),
+        }
+    }
+
+    /// Enables permessage-deflate with the negotiated parameters.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(Box::new(compression));
+        self
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether data frames may still be sent (no close sent yet).
+    pub fn can_send(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn is_compressed(&self) -> bool {
+        self.compression.is_some()
+    }
+
+    /// Whether bytes are waiting in `take_output`.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Takes the bytes to write to the peer, in order.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Bytes buffered for a message in progress (for memory accounting).
+    pub fn buffered(&self) -> usize {
+        self.message.as_ref().map_or(0, |m| m.data.capacity()) + self.control.capacity()
+    }
+
+    /// Feeds bytes received from the peer, pushing what happened to
+    /// `events`. On a protocol violation the close frame with the right code
+    /// is queued, the state becomes `Closed` and the error is returned; the
+    /// caller flushes output and closes the TCP connection.
+    pub fn receive(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), Error> {
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        self.receive_inner(input, events).map_err(|err| {
+            if self.state == State::Open {
+                self.push_close(err.close_code(), err.reason());
+            }
+            self.state = State::Closed;
+            self.message = None;
+            self.frame = None;
+            err
+        })
+    }
+
+    fn receive_inner(&mut self, mut input: &[u8], events: &mut Vec<Event>) -> Result<(), Error> {
+        while !input.is_empty() && self.state != State::Closed {
+            match self.frame {
+                None => {
+                    let had = self.header_len as usize;
+                    let take = input.len().min(MAX_HEADER_LEN - had);
+                    self.header[had..had + take].copy_from_slice(&input[..take]);
+                    let buffered = &self.header[..had + take];
+                    match parse_header(buffered)? {
+                        None => {
+                            self.header_len = buffered.len() as u8;
+                            input = &input[take..];
+                        }
+                        Some((header, len)) => {
+                            self.header_len = 0;
+                            input = &input[len - had..];
+                            self.start_frame(header, events)?;
+                        }
+                    }
+                }
+                Some(frame) => {
+                    let n = input.len().min(frame.remaining as usize);
+                    let (piece, rest) = input.split_at(n);
+                    input = rest;
+                    self.payload(frame, piece)?;
+                    let frame = self.frame.as_mut().expect("frame in progress");
+                    frame.remaining -= n as u64;
+                    frame.offset += n;
+                    if frame.remaining == 0 {
+                        self.end_frame(events)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the rules that depend on connection state to a new header.
+    fn start_frame(&mut self, h: FrameHeader, events: &mut Vec<Event>) -> Result<(), Error> {
+        // Section 5.1: clients mask, servers do not.
+        if h.mask.is_some() != (self.role == Role::Server) {
+            return Err(Error::BadMasking);
+        }
+        if h.payload_len > self.limits.max_frame_size as u64 {
+            return Err(Error::FrameTooLarge);
+        }
+        match h.opcode {
+            Opcode::Text | Opcode::Binary => {
+                if self.message.is_some() {
+                    return Err(Error::ExpectedContinuation);
+                }
+                if h.rsv1 && self.compression.is_none() {
+                    return Err(Error::ReservedBits);
+                }
+                let kind = if h.opcode == Opcode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.message = Some(Assembly {
+                    kind,
+                    compressed: h.rsv1,
+                    data: Vec::new(),
+                    utf8: Utf8Validator::new(),
+                });
+            }
+            Opcode::Continuation => {
+                if self.message.is_none() {
+                    return Err(Error::UnexpectedContinuation);
+                }
+                if h.rsv1 {
+                    return Err(Error::CompressedContinuation);
+                }
+            }
+            _ if h.rsv1 => return Err(Error::CompressedContinuation),
+            _ => {}
+        }
+        if let Some(msg) = &mut self.message
+            && !h.opcode.is_control()
+            && !msg.compressed
+        {
+            // Fail before buffering when the declared size already breaks the limit.
+            if msg.data.len() as u64 + h.payload_len > self.limits.max_message_size as u64 {
+                return Err(Error::MessageTooLarge);
+            }
+            // Bounded by the limit above; capped so a header alone cannot
+            // make us allocate a large buffer ahead of its bytes.
+            msg.data.reserve((h.payload_len as usize).min(64 * 1024));
+        }
+        self.frame = Some(FrameState {
+            opcode: h.opcode,
+            fin: h.fin,
+            mask: h.mask,
+            remaining: h.payload_len,
+            offset: 0,
+        });
+        if h.payload_len == 0 {
+            self.end_frame(events)?;
+        }
+        Ok(())
+    }
+
+    /// Processes one piece of the current frame's payload.
+    fn payload(&mut self, frame: FrameState, piece: &[u8]) -> Result<(), Error> {
+        if frame.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(piece);
+            if let Some(key) = frame.mask {
+                apply_mask(&mut self.control[start..], key, frame.offset);
+            }
+            return Ok(());
+        }
+        let msg = self.message.as_mut().expect("data frame belongs to a message");
+        let start = msg.data.len();
+        if msg.compressed {
+            let inflater = self.compression.as_mut().expect("compressed implies negotiated");
+            let limit = self.limits.max_message_size;
+            match frame.mask {
+                None => inflater.inflate(piece, &mut msg.data, limit)?,
+                Some(key) => {
+                    // Unmask through a small stack buffer: the compressed bytes
+                    // are needed only until the inflater has consumed them.
+                    let mut scratch = [0u8; 4096];
+                    let mut offset = frame.offset;
+                    for chunk in piece.chunks(scratch.len()) {
+                        let buf = &mut scratch[..chunk.len()];
+                        buf.copy_from_slice(chunk);
+                        apply_mask(buf, key, offset);
+                        offset += chunk.len();
+                        inflater.inflate(buf, &mut msg.data, limit)?;
+                    }
+                }
+            }
+        } else {
+            msg.data.extend_from_slice(piece);
+            if let Some(key) = frame.mask {
+                apply_mask(&mut msg.data[start..], key, frame.offset);
+            }
+        }
+        if msg.kind == MessageKind::Text {
+            msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self, events: &mut Vec<Event>) -> Result<(), Error> {
+        let frame = self.frame.take().expect("frame in progress");
+        match frame.opcode {
+            Opcode::Ping => {
+                let payload = std::mem::take(&mut self.control);
+                if self.state == State::Open {
+                    self.push_frame(Opcode::Pong, &payload);
+                }
+                events.push(Event::Ping(payload));
+            }
+            Opcode::Pong => events.push(Event::Pong(std::mem::take(&mut self.control))),
+            Opcode::Close => {
+                let payload = std::mem::take(&mut self.control);
+                let close = parse_close_payload(&payload)?;
+                if self.state == State::Open {
+                    // Section 5.5.1: reply with a close frame, echoing the code.
+                    match &close {
+                        Some(c) => self.push_close(c.code, ""),
+                        None => self.push_frame(Opcode::Close, &[]),
+                    }
+                }
+                self.state = State::Closed;
+                events.push(Event::Close(close));
+            }
+            _ if frame.fin => {
+                let mut msg = self.message.take().expect("data frame belongs to a message");
+                if msg.compressed {
+                    let inflater = self.compression.as_mut().expect("compressed implies negotiated");
+                    let start = msg.data.len();
+                    inflater.finish_message(&mut msg.data, self.limits.max_message_size)?;
+                    if msg.kind == MessageKind::Text {
+                        msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
+                    }
+                }
+                events.push(match msg.kind {
+                    MessageKind::Text => {
+                        msg.utf8.finish().map_err(|_| Error::InvalidUtf8)?;
+                        Event::Text(msg.data)
+                    }
+                    MessageKind::Binary => Event::Binary(msg.data),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn mask_key(&self) -> Option<[u8; 4]> {
+        (self.role == Role::Client).then(random_key)
+    }
+
+    fn push_frame(&mut self, opcode: Opcode, payload: &[u8]) {
+        let mask = self.mask_key();
+        write_frame(&mut self.output, opcode, true, false, mask, payload);
+    }
+
+    fn push_close(&mut self, code: CloseCode, reason: &str) {
+        self.push_frame(Opcode::Close, &close_payload(code, reason));
+    }
+
+    /// Queues a data message, compressed when negotiated and worthwhile.
+    /// Ignored once a close has been sent (section 5.5.1).
+    pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
+        if !self.can_send() {
+            return;
+        }
+        let mask = self.mask_key();
+        if let Some(deflater) = self.compression.as_mut()
+            && let Some(compressed) = deflater.compress(payload)
+        {
+            write_frame(&mut self.output, kind.opcode(), true, true, mask, &compressed);
+            return;
+        }
+        write_frame(&mut self.output, kind.opcode(), true, false, mask, payload);
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(MessageKind::Text, text.as_bytes());
+    }
+
+    /// Queues a ping (payload cut to 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) {
+        if self.can_send() {
+            self.push_frame(Opcode::Ping, &payload[..payload.len().min(125)]);
+        }
+    }
+
+    /// Starts the close handshake (section 7.1.2). A no-op once a close was sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.state == State::Open {
+            self.push_close(code, reason);
+            self.state = State::CloseSent;
+        }
+    }
+}
