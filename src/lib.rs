@@ -1,8 +1,11 @@
 //! roomcast: a WebSocket server written from scratch on RFC 6455.
 //!
 //! `protocol` is the sans-IO core (handshake, frames, masking, UTF-8,
-//! messages, closing, permessage-deflate).
+//! messages, closing, permessage-deflate); `net` is the mio event loop that
+//! carries it over TCP; `apps` are what runs on it (echo, rooms).
 
 #![forbid(unsafe_code)]
 
 pub mod protocol;
+pub mod apps;
+pub mod net;

@@ -1,3 +1,43 @@
-fn main() {
-    println!("roomcast");
+//! `roomcast`: the command-line entry point.
+
+use clap::{Parser, Subcommand};
+use roomcast::apps::echo::Echo;
+use roomcast::net::{App, Config, Server};
+use std::process::ExitCode;
+
+mod cli;
+
+#[derive(Parser)]
+#[command(name = "roomcast", version, about = "A WebSocket room server written from scratch on RFC 6455")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Echo every message back, on every path (conformance runs, benchmarks).
+    Echo(cli::ServerArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Echo(args) => run(args.config(), Echo),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<A: App>(config: Config, app: A) -> std::io::Result<()> {
+    let mut server = Server::bind(config, app)?;
+    cli::stop_on_signals(server.shutdown_handle())?;
+    log::info!("listening on {}", server.local_addr());
+    server.run()
 }

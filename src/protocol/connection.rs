@@ -184,11 +184,29 @@ impl Connection {
     /// `events`. On a protocol violation the close frame with the right code
     /// is queued, the state becomes `Closed` and the error is returned; the
     /// caller flushes output and closes the TCP connection.
-    pub fn receive(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), Error> {
-        if self.state == State::Closed {
-            return Ok(());
+    pub fn receive(&mut self, mut input: &[u8], events: &mut Vec<Event>) -> Result<(), Error> {
+        while !input.is_empty() {
+            let (used, event) = self.read_event(input)?;
+            input = &input[used..];
+            events.extend(event);
         }
-        self.receive_inner(input, events).map_err(|err| {
+        Ok(())
+    }
+
+    /// Consumes input up to and including the next complete event, and
+    /// returns how many bytes it used and the event, if one completed.
+    ///
+    /// Taking one event at a time lets the application answer messages that
+    /// arrived before a protocol error or a close frame in the same read:
+    /// its replies are queued before the close frame, as the peer expects.
+    pub fn read_event(&mut self, input: &[u8]) -> Result<(usize, Option<Event>), Error> {
+        if self.state == State::Closed {
+            return Ok((input.len(), None));
+        }
+        let mut rest = input;
+        let result = self.read_event_inner(&mut rest);
+        let used = input.len() - rest.len();
+        result.map(|event| (used, event)).map_err(|err| {
             if self.state == State::Open {
                 self.push_close(err.close_code(), err.reason());
             }
@@ -199,9 +217,9 @@ impl Connection {
         })
     }
 
-    fn receive_inner(&mut self, mut input: &[u8], events: &mut Vec<Event>) -> Result<(), Error> {
+    fn read_event_inner(&mut self, input: &mut &[u8]) -> Result<Option<Event>, Error> {
         while !input.is_empty() && self.state != State::Closed {
-            match self.frame {
+            let event = match self.frame {
                 None => {
                     let had = self.header_len as usize;
                     let take = input.len().min(MAX_HEADER_LEN - had);
@@ -210,34 +228,36 @@ impl Connection {
                     match parse_header(buffered)? {
                         None => {
                             self.header_len = buffered.len() as u8;
-                            input = &input[take..];
+                            *input = &input[take..];
+                            None
                         }
                         Some((header, len)) => {
                             self.header_len = 0;
-                            input = &input[len - had..];
-                            self.start_frame(header, events)?;
+                            *input = &input[len - had..];
+                            self.start_frame(header)?
                         }
                     }
                 }
                 Some(frame) => {
                     let n = input.len().min(frame.remaining as usize);
                     let (piece, rest) = input.split_at(n);
-                    input = rest;
+                    *input = rest;
                     self.payload(frame, piece)?;
                     let frame = self.frame.as_mut().expect("frame in progress");
                     frame.remaining -= n as u64;
                     frame.offset += n;
-                    if frame.remaining == 0 {
-                        self.end_frame(events)?;
-                    }
+                    if frame.remaining == 0 { self.end_frame()? } else { None }
                 }
+            };
+            if event.is_some() {
+                return Ok(event);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Applies the rules that depend on connection state to a new header.
-    fn start_frame(&mut self, h: FrameHeader, events: &mut Vec<Event>) -> Result<(), Error> {
+    fn start_frame(&mut self, h: FrameHeader) -> Result<Option<Event>, Error> {
         // Section 5.1: clients mask, servers do not.
         if h.mask.is_some() != (self.role == Role::Server) {
             return Err(Error::BadMasking);
@@ -296,9 +316,9 @@ impl Connection {
             offset: 0,
         });
         if h.payload_len == 0 {
-            self.end_frame(events)?;
+            return self.end_frame();
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Processes one piece of the current frame's payload.
@@ -344,17 +364,17 @@ impl Connection {
         Ok(())
     }
 
-    fn end_frame(&mut self, events: &mut Vec<Event>) -> Result<(), Error> {
+    fn end_frame(&mut self) -> Result<Option<Event>, Error> {
         let frame = self.frame.take().expect("frame in progress");
-        match frame.opcode {
+        let event = match frame.opcode {
             Opcode::Ping => {
                 let payload = std::mem::take(&mut self.control);
                 if self.state == State::Open {
                     self.push_frame(Opcode::Pong, &payload);
                 }
-                events.push(Event::Ping(payload));
+                Event::Ping(payload)
             }
-            Opcode::Pong => events.push(Event::Pong(std::mem::take(&mut self.control))),
+            Opcode::Pong => Event::Pong(std::mem::take(&mut self.control)),
             Opcode::Close => {
                 let payload = std::mem::take(&mut self.control);
                 let close = parse_close_payload(&payload)?;
@@ -366,7 +386,7 @@ impl Connection {
                     }
                 }
                 self.state = State::Closed;
-                events.push(Event::Close(close));
+                Event::Close(close)
             }
             _ if frame.fin => {
                 let mut msg = self.message.take().expect("data frame belongs to a message");
@@ -378,17 +398,17 @@ impl Connection {
                         msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
                     }
                 }
-                events.push(match msg.kind {
+                match msg.kind {
                     MessageKind::Text => {
                         msg.utf8.finish().map_err(|_| Error::InvalidUtf8)?;
                         Event::Text(msg.data)
                     }
                     MessageKind::Binary => Event::Binary(msg.data),
-                });
+                }
             }
-            _ => {}
-        }
-        Ok(())
+            _ => return Ok(None),
+        };
+        Ok(Some(event))
     }
 
     fn mask_key(&self) -> Option<[u8; 4]> {

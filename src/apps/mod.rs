@@ -1,0 +1,3 @@
+//! Applications that run on the event loop.
+
+pub mod echo;

@@ -1,0 +1,115 @@
+//! Flags shared by the server commands, and signal handling.
+
+use clap::{Args, ValueEnum};
+use roomcast::net::{Config, OverflowPolicy, ShutdownHandle};
+use roomcast::protocol::Limits;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Overflow {
+    Close,
+    Drop,
+}
+
+/// Event-loop settings; every default is the library's `Config::default()`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// Largest message in bytes, after reassembly and inflation (close 1009 beyond).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+    /// Largest frame payload in bytes (close 1009 beyond); defaults to the message limit.
+    #[arg(long)]
+    pub max_frame_size: Option<usize>,
+    /// Connections held at once (HTTP 503 beyond).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Largest HTTP request head in bytes (431 beyond).
+    #[arg(long, default_value_t = 8192)]
+    pub max_head_size: usize,
+    /// Per-connection send queue limit in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_send_queue: usize,
+    /// What to do when a send queue is full: close the slow client (1008) or drop messages.
+    #[arg(long, value_enum, default_value = "close")]
+    pub overflow: Overflow,
+    /// Seconds allowed for the upgrade request to arrive.
+    #[arg(long, default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+    /// Seconds of peer silence before a ping (0 turns pings off).
+    #[arg(long, default_value_t = 30.0)]
+    pub ping_interval: f64,
+    /// Seconds to wait for any answer to a ping before dropping the peer.
+    #[arg(long, default_value_t = 10.0)]
+    pub pong_timeout: f64,
+    /// Seconds without a data message before closing (0 = never).
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_timeout: f64,
+    /// Seconds to wait for the peer's side of the close handshake.
+    #[arg(long, default_value_t = 5.0)]
+    pub close_timeout: f64,
+    /// Seconds a graceful shutdown may take.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_timeout: f64,
+    /// Allowed Origin header value (repeatable); none given admits every origin.
+    #[arg(long = "allow-origin")]
+    pub allowed_origins: Vec<String>,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn optional_secs(s: f64) -> Option<Duration> {
+    (s > 0.0).then(|| secs(s))
+}
+
+impl ServerArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            listen: self.listen,
+            max_connections: self.max_connections,
+            max_head_size: self.max_head_size,
+            handshake_timeout: secs(self.handshake_timeout),
+            ping_interval: optional_secs(self.ping_interval),
+            pong_timeout: secs(self.pong_timeout),
+            idle_timeout: optional_secs(self.idle_timeout),
+            close_timeout: secs(self.close_timeout),
+            limits: Limits {
+                max_frame_size: self.max_frame_size.unwrap_or(self.max_message_size),
+                max_message_size: self.max_message_size,
+            },
+            max_send_queue: self.max_send_queue,
+            overflow: match self.overflow {
+                Overflow::Close => OverflowPolicy::Close,
+                Overflow::Drop => OverflowPolicy::Drop,
+            },
+            allowed_origins: self.allowed_origins.clone(),
+            shutdown_timeout: secs(self.shutdown_timeout),
+            ..Config::default()
+        }
+    }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+pub fn stop_on_signals(handle: ShutdownHandle) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = false;
+        for signal in signals.forever() {
+            if seen {
+                log::warn!("second signal {signal}: exiting now");
+                std::process::exit(130);
+            }
+            seen = true;
+            log::info!("signal {signal}: shutting down gracefully");
+            handle.shutdown();
+        }
+    })?;
+    Ok(())
+}

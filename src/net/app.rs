@@ -1,0 +1,173 @@
+//! The seam between the event loop and an application (rooms, echo).
+//!
+//! The loop owns sockets, buffers and time; the application owns meaning.
+//! It decides what each HTTP request gets, and reacts to messages through
+//! a `Ctx` that can send to, or close, any open connection by id.
+
+use super::conn::{Conn, Phase, lookup};
+use super::config::{Config, OverflowPolicy};
+use super::id::ConnId;
+use super::send_queue::Chunk;
+use super::stats::Stats;
+use crate::protocol::handshake::head::Request;
+use crate::protocol::{CloseCode, MessageKind};
+use slab::Slab;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a request gets.
+pub enum Route<S> {
+    /// Upgrade to WebSocket (if the handshake is valid) with this state.
+    Upgrade(S),
+    /// A complete plain HTTP response; the connection closes after it.
+    Respond(Vec<u8>),
+}
+
+/// Why a connection left the open state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent a close frame (with this code, if any).
+    Peer(Option<CloseCode>),
+    /// We closed it (application, shutdown, policy) with this code.
+    Local(CloseCode),
+    /// The peer broke the protocol; we closed with this code.
+    ProtocolError(CloseCode),
+    /// The TCP connection ended or failed without a close frame.
+    Abnormal,
+}
+
+/// Outcome of queueing a message for a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    /// Dropped under the `drop` overflow policy.
+    Dropped,
+    /// The connection is closed or closing (possibly by this very send,
+    /// under the `close` overflow policy).
+    Closed,
+}
+
+pub trait App {
+    /// Per-connection application state, kept in the connection's slot.
+    type State;
+
+    /// Routes a complete request head. `draining` is true during shutdown.
+    fn route(&mut self, req: &Request, peer: SocketAddr, stats: &Stats, draining: bool) -> Route<Self::State>;
+
+    /// A WebSocket connection opened.
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId);
+
+    /// A complete message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, kind: MessageKind, data: Vec<u8>);
+
+    /// The connection left the open state; `state` is its final state. No
+    /// more messages can be sent to it.
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, state: Self::State, reason: CloseReason);
+
+    /// A connection whose messages were dropped has drained its queue.
+    fn on_drained(&mut self, _ctx: &mut Ctx<'_, Self::State>, _id: ConnId, _dropped: u64) {}
+}
+
+/// What the application can do to connections while handling an event.
+pub struct Ctx<'a, S> {
+    pub(super) conns: &'a mut Slab<Conn<S>>,
+    pub(super) config: &'a Config,
+    pub(super) stats: &'a mut Stats,
+    pub(super) dirty: &'a mut Vec<ConnId>,
+    /// Connections that must leave the open state (overflow closes); the
+    /// loop finishes them after the handler returns.
+    pub(super) closing: &'a mut Vec<(ConnId, CloseCode, &'static str)>,
+    pub(super) now: Instant,
+}
+
+impl<S> Ctx<'_, S> {
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.stats
+    }
+
+    fn open_conn(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
+        lookup(self.conns, id).filter(|c| matches!(c.phase, Phase::Open { .. }))
+    }
+
+    /// The application state of an open connection.
+    pub fn state(&mut self, id: ConnId) -> Option<&mut S> {
+        match &mut self.open_conn(id)?.phase {
+            Phase::Open { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection negotiated permessage-deflate.
+    pub fn is_compressed(&mut self, id: ConnId) -> bool {
+        match &self.open_conn(id).map(|c| &c.phase) {
+            Some(Phase::Open { ws, .. }) => ws.is_compressed(),
+            _ => false,
+        }
+    }
+
+    /// Frames and queues a message (compressed if negotiated).
+    pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
+        let Some(conn) = self.open_conn(id) else {
+            return Sent::Closed;
+        };
+        let Phase::Open { ws, .. } = &mut conn.phase else {
+            return Sent::Closed;
+        };
+        ws.send(kind, data);
+        let frame = ws.take_output();
+        self.enqueue(id, Chunk::Owned(frame))
+    }
+
+    /// Queues an already framed message shared among many connections.
+    pub fn send_shared(&mut self, id: ConnId, frame: &Arc<[u8]>) -> Sent {
+        self.enqueue(id, Chunk::Shared(frame.clone()))
+    }
+
+    fn enqueue(&mut self, id: ConnId, chunk: Chunk) -> Sent {
+        let limit = self.config.max_send_queue;
+        let overflow = self.config.overflow;
+        let Some(conn) = lookup(self.conns, id).filter(|c| matches!(c.phase, Phase::Open { .. })) else {
+            return Sent::Closed;
+        };
+        if conn.doomed {
+            return Sent::Closed;
+        }
+        if conn.out.len_bytes() >= limit {
+            return match overflow {
+                OverflowPolicy::Drop => {
+                    conn.dropped += 1;
+                    self.stats.dropped_messages += 1;
+                    Sent::Dropped
+                }
+                OverflowPolicy::Close => {
+                    conn.doomed = true;
+                    self.stats.slow_consumer_closes += 1;
+                    self.closing.push((id, CloseCode::POLICY, "slow consumer"));
+                    Sent::Closed
+                }
+            };
+        }
+        conn.out.push(chunk);
+        self.stats.messages_out += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+        Sent::Queued
+    }
+
+    /// Starts the close handshake with `code`.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str) {
+        if let Some(conn) = self.open_conn(id)
+            && !conn.doomed
+        {
+            conn.doomed = true;
+            self.closing.push((id, code, reason));
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Event-loop settings, with their defaults in one place.
+
+use crate::protocol::Limits;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What to do when a connection's send queue exceeds its byte limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Close the slow consumer with 1008 (counted).
+    Close,
+    /// Drop the data message for this consumer (counted); the application
+    /// is told how many were missed once the queue drains.
+    Drop,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Connections held at once; beyond it new ones get HTTP 503.
+    pub max_connections: usize,
+    /// Largest HTTP request head (431 beyond).
+    pub max_head_size: usize,
+    /// Time allowed for the whole upgrade request to arrive (slowloris).
+    pub handshake_timeout: Duration,
+    /// A ping is sent after this long without hearing from the peer.
+    pub ping_interval: Option<Duration>,
+    /// A peer that has not answered a ping after this long is dropped.
+    pub pong_timeout: Duration,
+    /// Close (1000) after this long without a data message from the peer.
+    pub idle_timeout: Option<Duration>,
+    /// How long to wait for the peer's close frame, then for its FIN.
+    pub close_timeout: Duration,
+    pub limits: Limits,
+    /// Per-connection send queue limit in bytes.
+    pub max_send_queue: usize,
+    pub overflow: OverflowPolicy,
+    /// Stop reading a connection while this much output is queued for it.
+    pub read_pause_bytes: usize,
+    /// Bytes read from one connection per wakeup before others get a turn.
+    pub read_budget: usize,
+    /// Allowed `Origin` values; empty admits all.
+    pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in its order of preference.
+    pub subprotocols: Vec<String>,
+    /// How long a graceful shutdown may take before remaining connections are dropped.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            max_connections: 100_000,
+            max_head_size: 8 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            limits: Limits::default(),
+            max_send_queue: 1024 * 1024,
+            overflow: OverflowPolicy::Close,
+            read_pause_bytes: 256 * 1024,
+            read_budget: 256 * 1024,
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}

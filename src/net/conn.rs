@@ -1,0 +1,71 @@
+//! One TCP connection as the event loop sees it.
+
+use super::heartbeat::Heartbeat;
+use super::id::ConnId;
+use super::send_queue::SendQueue;
+use crate::protocol::Connection;
+use crate::protocol::handshake::head::HeadReader;
+use mio::net::TcpStream;
+use slab::Slab;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a connection is in its life.
+pub enum Phase<S> {
+    /// Reading the HTTP request head.
+    Handshake(HeadReader),
+    /// A WebSocket the application knows about.
+    Open { ws: Connection, state: S, heartbeat: Heartbeat },
+    /// We sent a close frame; waiting for the peer's (the application has
+    /// already been told the connection is gone).
+    Closing(Connection),
+    /// Nothing more to say: flush output, shut down our side, discard input
+    /// until the peer's FIN or the deadline, then release.
+    Draining,
+}
+
+pub struct Conn<S> {
+    pub id: ConnId,
+    pub socket: TcpStream,
+    pub peer: SocketAddr,
+    pub phase: Phase<S>,
+    pub out: SendQueue,
+    /// The one deadline in the timer heap that is current for this connection.
+    pub deadline: Instant,
+    /// Registered for WRITABLE (only while output is pending).
+    pub want_write: bool,
+    /// Listed in the loop's dirty list (output queued since the last flush).
+    pub dirty: bool,
+    /// Reading stopped because our output to the peer is backed up.
+    pub read_paused: bool,
+    /// Our write side has been shut down.
+    pub shut: bool,
+    /// A close is pending (policy or application); no more sends.
+    pub doomed: bool,
+    /// Data messages dropped since the queue last drained.
+    pub dropped: u64,
+}
+
+impl<S> Conn<S> {
+    pub fn new(id: ConnId, socket: TcpStream, peer: SocketAddr, max_head: usize, deadline: Instant) -> Self {
+        Conn {
+            id,
+            socket,
+            peer,
+            phase: Phase::Handshake(HeadReader::new(max_head)),
+            out: SendQueue::default(),
+            deadline,
+            want_write: false,
+            dirty: false,
+            read_paused: false,
+            shut: false,
+            doomed: false,
+            dropped: 0,
+        }
+    }
+}
+
+/// The connection `id` names, if it still occupies its slot.
+pub fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
+    conns.get_mut(id.index as usize).filter(|c| c.id == id)
+}

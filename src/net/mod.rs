@@ -1,0 +1,18 @@
+//! The I/O layer: a hand-written `mio` event loop that carries the sans-IO
+//! protocol core over TCP. Applications plug in through [`App`].
+
+pub mod app;
+pub mod config;
+mod conn;
+pub mod heartbeat;
+pub mod id;
+pub mod send_queue;
+pub mod server;
+pub mod stats;
+pub mod timers;
+
+pub use app::{App, CloseReason, Ctx, Route, Sent};
+pub use config::{Config, OverflowPolicy};
+pub use id::ConnId;
+pub use server::{Server, ShutdownHandle};
+pub use stats::Stats;

@@ -1,0 +1,644 @@
+//! The event loop: one `mio::Poll`, one listener, connections in a slab.
+//!
+//! Edge-triggered: every readiness event is followed by reading until
+//! `WouldBlock`, bounded by a per-wakeup budget so one flooding client
+//! cannot starve the rest (connections over budget go on the `ready` list
+//! and are resumed on the next turn). Output is written at the end of each
+//! turn with vectored writes; WRITABLE interest is held only while a queue
+//! is backed up. A connection whose output is backed up is not read (TCP
+//! backpressure). All deadlines sit in one heap whose earliest entry is the
+//! poll timeout.
+
+use super::app::{App, CloseReason, Ctx, Route};
+use super::config::Config;
+use super::conn::{Conn, Phase, lookup};
+use super::heartbeat::{Action, Heartbeat, Policy};
+use super::id::{ConnId, Generations, LISTENER};
+use super::send_queue::Chunk;
+use super::stats::Stats;
+use super::timers::Timers;
+use crate::protocol::handshake::head::{HeadError, Request};
+use crate::protocol::handshake::server::{self as handshake, Rejection};
+use crate::protocol::{CloseCode, Connection, Event, MessageKind, Role, State};
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The waker's token; connection tokens have a non-zero generation in
+/// their upper bits and never collide with it.
+const WAKE: Token = Token(2);
+/// Size of the one read buffer shared by all connections.
+const READ_BUF: usize = 64 * 1024;
+/// How long to stop accepting after running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Asks a running server to shut down gracefully, from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // A failed wake only delays shutdown to the next timer.
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Server<A: App> {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    conns: Slab<Conn<A::State>>,
+    timers: Timers,
+    generations: Generations,
+    app: A,
+    config: Config,
+    stats: Stats,
+    read_buf: Box<[u8]>,
+    dirty: Vec<ConnId>,
+    ready: Vec<ConnId>,
+    closing: Vec<(ConnId, CloseCode, &'static str)>,
+    accept_paused_until: Option<Instant>,
+    shutdown: ShutdownHandle,
+    drain_deadline: Option<Instant>,
+}
+
+impl<A: App> Server<A> {
+    pub fn bind(config: Config, app: A) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let now = Instant::now();
+        Ok(Server {
+            local_addr: listener.local_addr()?,
+            poll,
+            listener,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            generations: Generations::default(),
+            app,
+            config,
+            stats: Stats::new(now),
+            read_buf: vec![0; READ_BUF].into_boxed_slice(),
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            closing: Vec::new(),
+            accept_paused_until: None,
+            shutdown: ShutdownHandle {
+                flag: Arc::new(AtomicBool::new(false)),
+                waker,
+            },
+            drain_deadline: None,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// Runs until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if self.shutdown.flag.load(Ordering::SeqCst) && self.drain_deadline.is_none() {
+                self.begin_drain(now);
+            }
+            if let Some(deadline) = self.drain_deadline
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                info!("shutdown complete; {} connections dropped at the deadline", self.conns.len());
+                return Ok(());
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKE => {}
+                    token => {
+                        let id = ConnId::from_token(token);
+                        if event.is_writable() {
+                            self.flush(id, now);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(id, now);
+                        }
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            for id in std::mem::take(&mut self.ready) {
+                self.read(id, now);
+            }
+            self.fire_timers(now);
+            self.flush_dirty(now);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [self.timers.next_deadline(), self.accept_paused_until, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn heartbeat_policy(&self) -> Policy {
+        Policy {
+            ping_interval: self.config.ping_interval,
+            pong_timeout: self.config.pong_timeout,
+            idle_timeout: self.config.idle_timeout,
+        }
+    }
+
+    /// The connection `id` refers to, if it is still the slot's occupant.
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn<A::State>> {
+        lookup(&mut self.conns, id)
+    }
+
+    fn set_deadline(&mut self, id: ConnId, at: Instant) {
+        if let Some(conn) = self.conn(id)
+            && conn.deadline != at
+        {
+            conn.deadline = at;
+            self.timers.schedule(at, id);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn(id)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Queues bytes that bypass the overflow policy: handshake responses,
+    /// pongs and close frames are never dropped.
+    fn push_control(&mut self, id: ConnId, bytes: Vec<u8>) {
+        if let Some(conn) = self.conn(id) {
+            conn.out.push(Chunk::Owned(bytes));
+            self.mark_dirty(id);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        while self.accept_paused_until.is_none() {
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Pending connections stay in the backlog; retry later
+                    // instead of spinning on an error that will repeat.
+                    error!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                }
+                Err(e) => debug!("accept failed: {e}"),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.config.max_connections {
+            self.stats.rejected_full += 1;
+            // Best effort: a fresh socket's send buffer takes this at once.
+            let _ = socket.write_all(&Rejection::new(503, "server full").response());
+            return;
+        }
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!("set_nodelay for {peer}: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            index: entry.key() as u32,
+            generation: self.generations.next(),
+        };
+        if let Err(e) = self.poll.registry().register(&mut socket, id.token(), Interest::READABLE) {
+            warn!("register {peer}: {e}");
+            return;
+        }
+        let deadline = now + self.config.handshake_timeout;
+        entry.insert(Conn::new(id, socket, peer, self.config.max_head_size, deadline));
+        self.timers.schedule(deadline, id);
+        self.stats.connections_total += 1;
+    }
+
+    /// Reads until `WouldBlock`, the budget, or backpressure stops it.
+    fn read(&mut self, id: ConnId, now: Instant) {
+        // The shared buffer is moved out so handlers can borrow `self`.
+        let mut buf = std::mem::take(&mut self.read_buf);
+        self.read_into(id, &mut buf, now);
+        self.read_buf = buf;
+    }
+
+    fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant) {
+        let mut budget = self.config.read_budget;
+        let pause_at = self.config.read_pause_bytes;
+        loop {
+            let Some(conn) = self.conn(id) else { return };
+            if conn.read_paused {
+                return;
+            }
+            if conn.out.len_bytes() >= pause_at && !matches!(conn.phase, Phase::Draining) {
+                conn.read_paused = true;
+                return;
+            }
+            if budget == 0 {
+                self.ready.push(id);
+                return;
+            }
+            match conn.socket.read(buf) {
+                Ok(0) => return self.on_eof(id, now),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.stats.bytes_in += n as u64;
+                    self.on_bytes(id, &buf[..n], now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("read from {}: {e}", conn.peer);
+                    return self.remove(id, now);
+                }
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, id: ConnId, data: &[u8], now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        match &mut conn.phase {
+            Phase::Handshake(reader) => match reader.feed_request(data) {
+                Ok(None) => {}
+                Ok(Some((request, rest))) => self.on_request(id, request, &rest, now),
+                Err(HeadError::TooLarge) => self.reject(id, Rejection::new(431, "request head too large"), now),
+                Err(HeadError::Malformed) => self.reject(id, Rejection::new(400, "malformed HTTP request"), now),
+            },
+            Phase::Open { .. } | Phase::Closing(_) => self.on_frames(id, data, now),
+            Phase::Draining => {}
+        }
+    }
+
+    fn on_request(&mut self, id: ConnId, request: Request, rest: &[u8], now: Instant) {
+        let Some(peer) = self.conn(id).map(|c| c.peer) else { return };
+        let draining = self.drain_deadline.is_some();
+        let state = match self.app.route(&request, peer, &self.stats, draining) {
+            Route::Respond(response) => return self.respond(id, response, now),
+            Route::Upgrade(_) if draining => {
+                return self.reject(id, Rejection::new(503, "server shutting down"), now);
+            }
+            Route::Upgrade(state) => state,
+        };
+        let upgrade = match handshake::validate(&request)
+            .and_then(|up| handshake::check_origin(&request, &self.config.allowed_origins).map(|_| up))
+        {
+            Ok(up) => up,
+            Err(rejection) => return self.reject(id, rejection, now),
+        };
+        let protocol = handshake::select_protocol(&upgrade.protocols, &self.config.subprotocols);
+        let response = handshake::accept_response(&upgrade.key, protocol, None);
+        let ws = Connection::new(Role::Server, self.config.limits);
+        let heartbeat = Heartbeat::new(now);
+        let deadline = heartbeat.next_deadline(&self.heartbeat_policy());
+        let Some(conn) = self.conn(id) else { return };
+        conn.phase = Phase::Open { ws, state, heartbeat };
+        self.push_control(id, response);
+        self.stats.connections_active += 1;
+        // With heartbeats off, an open connection has no deadline of its own.
+        self.set_deadline(id, deadline.unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));
+        self.with_ctx(now, |app, ctx| app.on_open(ctx, id));
+        self.finish_closing(now);
+        if !rest.is_empty() {
+            self.on_frames(id, rest, now);
+        }
+    }
+
+    /// Answers with an HTTP error and closes.
+    fn reject(&mut self, id: ConnId, rejection: Rejection, now: Instant) {
+        if let Some(conn) = self.conn(id) {
+            debug!("handshake from {} rejected: {} {}", conn.peer, rejection.status, rejection.reason);
+        }
+        self.stats.handshake_failed(rejection.reason);
+        self.respond(id, rejection.response(), now);
+    }
+
+    fn respond(&mut self, id: ConnId, response: Vec<u8>, now: Instant) {
+        self.push_control(id, response);
+        self.drain(id, now);
+    }
+
+    /// Nothing more to say: flush, shut down our side, wait for the FIN.
+    fn drain(&mut self, id: ConnId, now: Instant) {
+        if let Some(conn) = self.conn(id) {
+            conn.phase = Phase::Draining;
+            self.set_deadline(id, now + self.config.close_timeout);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Feeds WebSocket bytes to the connection, one event at a time, so the
+    /// application's replies to a message are queued before any close frame
+    /// that a later frame in the same read provokes.
+    fn on_frames(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
+        while !data.is_empty() {
+            let Some(conn) = self.conn(id) else { return };
+            let (ws, heartbeat) = match &mut conn.phase {
+                Phase::Open { ws, heartbeat, .. } => (ws, Some(heartbeat)),
+                Phase::Closing(ws) => (ws, None),
+                _ => return,
+            };
+            let result = ws.read_event(data);
+            let ws_state = ws.state();
+            let event = match result {
+                Ok((used, event)) => {
+                    data = &data[used..];
+                    event
+                }
+                Err(err) => {
+                    debug!("protocol error from {}: {err}", conn.peer);
+                    self.stats.protocol_errors += 1;
+                    self.flush_protocol_output(id);
+                    self.leave_open(id, CloseReason::ProtocolError(err.close_code()), now);
+                    return self.drain(id, now);
+                }
+            };
+            if let (Some(heartbeat), Some(event)) = (heartbeat, &event) {
+                heartbeat.heard(now, matches!(event, Event::Text(_) | Event::Binary(_)));
+            }
+            let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
+            match event {
+                Some(Event::Text(data)) => self.deliver(id, open, MessageKind::Text, data, now),
+                Some(Event::Binary(data)) => self.deliver(id, open, MessageKind::Binary, data, now),
+                Some(Event::Close(frame)) => {
+                    self.flush_protocol_output(id);
+                    self.leave_open(id, CloseReason::Peer(frame.map(|f| f.code)), now);
+                    return self.drain(id, now);
+                }
+                Some(Event::Ping(_) | Event::Pong(_)) | None => {}
+            }
+            self.flush_protocol_output(id);
+            if ws_state == State::Closed {
+                return self.drain(id, now);
+            }
+        }
+    }
+
+    fn deliver(&mut self, id: ConnId, open: bool, kind: MessageKind, data: Vec<u8>, now: Instant) {
+        self.stats.messages_in += 1;
+        // Messages after the app closed this connection are not delivered.
+        if open {
+            self.with_ctx(now, |app, ctx| app.on_message(ctx, id, kind, data));
+            self.finish_closing(now);
+        }
+    }
+
+    /// Queues what the protocol core wrote by itself (pongs, close frames).
+    fn flush_protocol_output(&mut self, id: ConnId) {
+        let output = match self.conn(id).map(|c| &mut c.phase) {
+            Some(Phase::Open { ws, .. } | Phase::Closing(ws)) if ws.has_output() => ws.take_output(),
+            _ => return,
+        };
+        self.push_control(id, output);
+    }
+
+    /// Runs `f` with the application and a context over the connections.
+    fn with_ctx<R>(&mut self, now: Instant, f: impl FnOnce(&mut A, &mut Ctx<'_, A::State>) -> R) -> R {
+        let mut ctx = Ctx {
+            conns: &mut self.conns,
+            config: &self.config,
+            stats: &mut self.stats,
+            dirty: &mut self.dirty,
+            closing: &mut self.closing,
+            now,
+        };
+        f(&mut self.app, &mut ctx)
+    }
+
+    /// Closes what the application (or an overflow) asked to close.
+    fn finish_closing(&mut self, now: Instant) {
+        while let Some((id, code, reason)) = self.closing.pop() {
+            if let Some(conn) = self.conn(id)
+                && let Phase::Open { ws, .. } = &mut conn.phase
+            {
+                ws.close(code, reason);
+                let output = ws.take_output();
+                self.push_control(id, output);
+                self.leave_open(id, CloseReason::Local(code), now);
+            }
+        }
+    }
+
+    /// Detaches the application from a connection leaving the open state:
+    /// `Closing` if our close frame awaits an answer, else `Draining`.
+    fn leave_open(&mut self, id: ConnId, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conn(id) else { return };
+        let Phase::Open { ws, state, .. } = std::mem::replace(&mut conn.phase, Phase::Draining) else {
+            return;
+        };
+        if ws.state() == State::CloseSent {
+            conn.phase = Phase::Closing(ws);
+        }
+        conn.doomed = true;
+        self.stats.connections_active -= 1;
+        self.set_deadline(id, now + self.config.close_timeout);
+        self.mark_dirty(id);
+        self.with_ctx(now, |app, ctx| app.on_close(ctx, id, state, reason));
+        self.finish_closing(now);
+    }
+
+    fn on_eof(&mut self, id: ConnId, now: Instant) {
+        self.remove(id, now);
+    }
+
+    /// Releases a connection at once, telling the app if it was open.
+    fn remove(&mut self, id: ConnId, now: Instant) {
+        self.leave_open(id, CloseReason::Abnormal, now);
+        if self.conn(id).is_none() {
+            return;
+        }
+        let mut conn = self.conns.remove(id.index as usize);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            debug!("deregister {}: {e}", conn.peer);
+        }
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        while !self.dirty.is_empty() {
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(conn) = self.conn(id) {
+                    conn.dirty = false;
+                    self.flush(id, now);
+                }
+            }
+        }
+    }
+
+    /// Writes queued output; adjusts WRITABLE interest; resumes reading
+    /// when a backed-up queue drains; shuts down a draining connection.
+    fn flush(&mut self, id: ConnId, now: Instant) {
+        let pause_at = self.config.read_pause_bytes;
+        let Some(conn) = self.conn(id) else { return };
+        let written = match conn.out.write_to(&mut conn.socket) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("write to {}: {e}", conn.peer);
+                return self.remove(id, now);
+            }
+        };
+        self.stats.bytes_out += written as u64;
+        let Some(conn) = lookup(&mut self.conns, id) else { return };
+        let pending = !conn.out.is_empty();
+        if pending != conn.want_write {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            conn.want_write = pending;
+            if let Err(e) = self.poll.registry().reregister(&mut conn.socket, id.token(), interest) {
+                debug!("reregister {}: {e}", conn.peer);
+                return self.remove(id, now);
+            }
+        }
+        if conn.read_paused && conn.out.len_bytes() < pause_at / 2 {
+            conn.read_paused = false;
+            self.ready.push(id);
+        }
+        if pending {
+            return;
+        }
+        if matches!(conn.phase, Phase::Draining) && !conn.shut {
+            conn.shut = true;
+            // Our FIN: the server closes TCP first (RFC 6455 section 7.1.1).
+            if conn.socket.shutdown(Shutdown::Write).is_err() {
+                return self.remove(id, now);
+            }
+        }
+        let dropped = std::mem::take(&mut conn.dropped);
+        if dropped > 0 && matches!(conn.phase, Phase::Open { .. }) {
+            self.with_ctx(now, |app, ctx| app.on_drained(ctx, id, dropped));
+            self.finish_closing(now);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            if self.conn(id).is_some_and(|c| c.deadline == at) {
+                self.on_deadline(id, now);
+            }
+        }
+        let conns = &self.conns;
+        self.timers.compact(conns.len(), |at, id| {
+            conns.get(id.index as usize).is_some_and(|c| c.id == id && c.deadline == at)
+        });
+    }
+
+    fn on_deadline(&mut self, id: ConnId, now: Instant) {
+        let policy = self.heartbeat_policy();
+        let Some(conn) = self.conn(id) else { return };
+        match &mut conn.phase {
+            Phase::Handshake(_) => {
+                debug!("handshake timeout for {}", conn.peer);
+                self.stats.handshake_timeouts += 1;
+                self.remove(id, now);
+            }
+            Phase::Open { ws, heartbeat, .. } => match heartbeat.check(now, &policy) {
+                action @ (Action::Nothing | Action::SendPing) => {
+                    if action == Action::SendPing {
+                        ws.send_ping(b"");
+                    }
+                    let output = ws.take_output();
+                    let next = heartbeat.next_deadline(&policy);
+                    if !output.is_empty() {
+                        self.push_control(id, output);
+                    }
+                    if let Some(next) = next {
+                        self.set_deadline(id, next);
+                    }
+                }
+                Action::Dead => {
+                    debug!("no pong from {}; dropping", conn.peer);
+                    self.stats.dead_peers += 1;
+                    self.remove(id, now);
+                }
+                Action::Idle => {
+                    self.stats.idle_closes += 1;
+                    self.closing.push((id, CloseCode::NORMAL, "idle timeout"));
+                    self.finish_closing(now);
+                }
+            },
+            Phase::Closing(_) | Phase::Draining => self.remove(id, now),
+        }
+    }
+
+    /// Graceful shutdown: every open connection gets close 1001; new
+    /// upgrades get 503; the loop ends when all are gone or at the deadline.
+    fn begin_drain(&mut self, now: Instant) {
+        info!("shutting down: closing {} connections", self.stats.connections_active);
+        self.drain_deadline = Some(now + self.config.shutdown_timeout);
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Open { .. }))
+            .map(|(_, c)| c.id)
+            .collect();
+        for id in open {
+            self.closing.push((id, CloseCode::GOING_AWAY, "server shutting down"));
+        }
+        self.finish_closing(now);
+        // Connections still waiting for a close answer must not outlive the deadline.
+        let deadline = now + self.config.shutdown_timeout;
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline > deadline)
+            .map(|(_, c)| c.id)
+            .collect();
+        for id in late {
+            self.set_deadline(id, deadline);
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM))
+}
+
+/// The errno values that mean "out of descriptors or memory" on Linux.
+mod libc_codes {
+    pub const EMFILE: i32 = 24;
+    pub const ENFILE: i32 = 23;
+    pub const ENOBUFS: i32 = 105;
+    pub const ENOMEM: i32 = 12;
+}
