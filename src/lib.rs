@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod protocol;
 pub mod apps;
+pub mod heap;
 pub mod net;
+pub mod protocol;

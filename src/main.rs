@@ -5,10 +5,18 @@ use roomcast::apps::echo::Echo;
 use roomcast::net::{App, Config, Server};
 use std::process::ExitCode;
 
+mod bin_alloc;
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: bin_alloc::Counting = bin_alloc::Counting;
+
 #[derive(Parser)]
-#[command(name = "roomcast", version, about = "A WebSocket room server written from scratch on RFC 6455")]
+#[command(
+    name = "roomcast",
+    version,
+    about = "A WebSocket room server written from scratch on RFC 6455"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +29,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    roomcast::heap::enable();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {

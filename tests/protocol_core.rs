@@ -75,7 +75,11 @@ fn empty_frames_complete_without_payload_bytes() {
 fn expect_failure(bytes: &[u8], error: Error, code: u16) {
     for bytewise in [false, true] {
         let mut conn = server();
-        let (_, result) = if bytewise { feed_bytewise(&mut conn, bytes) } else { feed(&mut conn, bytes) };
+        let (_, result) = if bytewise {
+            feed_bytewise(&mut conn, bytes)
+        } else {
+            feed(&mut conn, bytes)
+        };
         assert_eq!(result, Err(error), "bytewise={bytewise}");
         assert_eq!(conn.state(), State::Closed);
         assert_eq!(sent_close_code(&mut conn), Some(code));
@@ -100,7 +104,11 @@ fn masked_server_frame_is_a_protocol_error_for_clients() {
 
 #[test]
 fn fragmentation_rules() {
-    expect_failure(&client_frame(Opcode::Continuation, true, b"x"), Error::UnexpectedContinuation, 1002);
+    expect_failure(
+        &client_frame(Opcode::Continuation, true, b"x"),
+        Error::UnexpectedContinuation,
+        1002,
+    );
     let mut bytes = client_frame(Opcode::Text, false, b"a");
     bytes.extend(client_frame(Opcode::Binary, true, b"b"));
     expect_failure(&bytes, Error::ExpectedContinuation, 1002);
@@ -120,14 +128,26 @@ fn reserved_bits_and_opcodes() {
 
 #[test]
 fn control_frame_rules() {
-    expect_failure(&client_frame(Opcode::Ping, false, b""), Error::FragmentedControlFrame, 1002);
-    expect_failure(&client_frame(Opcode::Ping, true, &[0; 126]), Error::ControlFrameTooLong, 1002);
+    expect_failure(
+        &client_frame(Opcode::Ping, false, b""),
+        Error::FragmentedControlFrame,
+        1002,
+    );
+    expect_failure(
+        &client_frame(Opcode::Ping, true, &[0; 126]),
+        Error::ControlFrameTooLong,
+        1002,
+    );
 }
 
 #[test]
 fn invalid_utf8_fails_before_the_frame_is_complete() {
     let mut conn = server();
-    let frame = client_frame(Opcode::Text, true, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited");
+    let frame = client_frame(
+        Opcode::Text,
+        true,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
+    );
     // Everything up to and including the first invalid byte (0x90 after 0xf4).
     let cut = 6 + 13;
     let (_, result) = feed(&mut conn, &frame[..cut]);
@@ -141,7 +161,10 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
 
 #[test]
 fn size_limits_close_with_1009() {
-    let limits = Limits { max_frame_size: 100, max_message_size: 150 };
+    let limits = Limits {
+        max_frame_size: 100,
+        max_message_size: 150,
+    };
     let mut conn = Connection::new(Role::Server, limits);
     // A header declaring too much fails before any payload is buffered.
     let (_, result) = feed(&mut conn, &client_frame(Opcode::Binary, true, &[0; 101])[..8]);
@@ -159,9 +182,18 @@ fn size_limits_close_with_1009() {
 #[test]
 fn peer_initiated_close_is_echoed() {
     let mut conn = server();
-    let (events, result) = feed(&mut conn, &client_frame(Opcode::Close, true, &[0x03, 0xE8, b'b', b'y', b'e']));
+    let (events, result) = feed(
+        &mut conn,
+        &client_frame(Opcode::Close, true, &[0x03, 0xE8, b'b', b'y', b'e']),
+    );
     result.unwrap();
-    assert_eq!(events, [Event::Close(Some(CloseFrame { code: CloseCode::NORMAL, reason: "bye".into() }))]);
+    assert_eq!(
+        events,
+        [Event::Close(Some(CloseFrame {
+            code: CloseCode::NORMAL,
+            reason: "bye".into()
+        }))]
+    );
     assert_eq!(conn.state(), State::Closed);
     assert_eq!(conn.take_output(), [0x88, 0x02, 0x03, 0xE8]);
     // Nothing is processed or sent after the handshake.
@@ -181,9 +213,21 @@ fn empty_close_is_answered_with_empty_close() {
 
 #[test]
 fn bad_close_payloads() {
-    expect_failure(&client_frame(Opcode::Close, true, &[0x03]), Error::InvalidClosePayload, 1002);
-    expect_failure(&client_frame(Opcode::Close, true, &[0x03, 0xED]), Error::InvalidCloseCode(1005), 1002);
-    expect_failure(&client_frame(Opcode::Close, true, &[0x03, 0xE8, 0xFF]), Error::InvalidUtf8, 1007);
+    expect_failure(
+        &client_frame(Opcode::Close, true, &[0x03]),
+        Error::InvalidClosePayload,
+        1002,
+    );
+    expect_failure(
+        &client_frame(Opcode::Close, true, &[0x03, 0xED]),
+        Error::InvalidCloseCode(1005),
+        1002,
+    );
+    expect_failure(
+        &client_frame(Opcode::Close, true, &[0x03, 0xE8, 0xFF]),
+        Error::InvalidUtf8,
+        1007,
+    );
 }
 
 #[test]
@@ -237,10 +281,19 @@ fn msg_strategy() -> impl Strategy<Value = Msg> {
         prop::option::of(0usize..4),
     )
         .prop_map(|(text, chars, bytes, mut cuts, ping_at)| {
-            let body = if text { chars.into_iter().collect::<String>().into_bytes() } else { bytes };
+            let body = if text {
+                chars.into_iter().collect::<String>().into_bytes()
+            } else {
+                bytes
+            };
             cuts.iter_mut().for_each(|c| *c = (*c).min(body.len()));
             cuts.sort_unstable();
-            Msg { text, body, cuts, ping_at }
+            Msg {
+                text,
+                body,
+                cuts,
+                ping_at,
+            }
         })
 }
 
@@ -265,7 +318,11 @@ fn encode(msgs: &[Msg]) -> (Vec<u8>, Vec<Event>) {
             }
             bytes.extend(client_frame(opcode, i + 1 == pieces.len(), piece));
         }
-        expected.push(if m.text { Event::Text(m.body.clone()) } else { Event::Binary(m.body.clone()) });
+        expected.push(if m.text {
+            Event::Text(m.body.clone())
+        } else {
+            Event::Binary(m.body.clone())
+        });
     }
     (bytes, expected)
 }

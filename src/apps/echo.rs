@@ -1,9 +1,12 @@
 //! Echo: every message comes back as it went out, on every path. Used for
-//! conformance runs (Autobahn) and benchmarks.
+//! conformance runs (Autobahn) and benchmarks. A plain (non-upgrade) GET
+//! gets the server's counters as JSON, so benchmarks can read connection
+//! counts and live heap bytes.
 
 use crate::net::{App, CloseReason, ConnId, Ctx, Route, Stats};
 use crate::protocol::MessageKind;
 use crate::protocol::handshake::head::Request;
+use crate::protocol::handshake::server::http_response;
 use std::net::SocketAddr;
 
 #[derive(Debug, Default)]
@@ -12,8 +15,16 @@ pub struct Echo;
 impl App for Echo {
     type State = ();
 
-    fn route(&mut self, _req: &Request, _peer: SocketAddr, _stats: &Stats, _draining: bool) -> Route<()> {
-        Route::Upgrade(())
+    fn route(&mut self, req: &Request, _peer: SocketAddr, stats: &Stats, _draining: bool) -> Route<()> {
+        if req.wants_upgrade() {
+            return Route::Upgrade(());
+        }
+        let heap = crate::heap::live_bytes().map_or("null".to_owned(), |b| b.to_string());
+        let body = format!(
+            "{{\"connections_active\":{},\"connections_total\":{},\"messages_in\":{},\"messages_out\":{},\"heap_bytes\":{heap}}}",
+            stats.connections_active, stats.connections_total, stats.messages_in, stats.messages_out
+        );
+        Route::Respond(http_response(200, "", "application/json", body.as_bytes()))
     }
 
     fn on_open(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId) {}

@@ -20,6 +20,9 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub listen: SocketAddr,
+    /// Listen backlog (capped by the kernel's net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: i32,
     /// Largest message in bytes, after reassembly and inflation (close 1009 beyond).
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_message_size: usize,
@@ -73,6 +76,7 @@ impl ServerArgs {
     pub fn config(&self) -> Config {
         Config {
             listen: self.listen,
+            backlog: self.backlog,
             max_connections: self.max_connections,
             max_head_size: self.max_head_size,
             handshake_timeout: secs(self.handshake_timeout),

@@ -4,8 +4,8 @@
 //! It decides what each HTTP request gets, and reacts to messages through
 //! a `Ctx` that can send to, or close, any open connection by id.
 
-use super::conn::{Conn, Phase, lookup};
 use super::config::{Config, OverflowPolicy};
+use super::conn::{Conn, Phase, lookup};
 use super::id::ConnId;
 use super::send_queue::Chunk;
 use super::stats::Stats;

@@ -17,6 +17,8 @@ pub enum OverflowPolicy {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    pub backlog: i32,
     /// Connections held at once; beyond it new ones get HTTP 503.
     pub max_connections: usize,
     /// Largest HTTP request head (431 beyond).
@@ -51,6 +53,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            backlog: 4096,
             max_connections: 100_000,
             max_head_size: 8 * 1024,
             handshake_timeout: Duration::from_secs(10),

@@ -15,7 +15,11 @@ pub enum Phase<S> {
     /// Reading the HTTP request head.
     Handshake(HeadReader),
     /// A WebSocket the application knows about.
-    Open { ws: Connection, state: S, heartbeat: Heartbeat },
+    Open {
+        ws: Connection,
+        state: S,
+        heartbeat: Heartbeat,
+    },
     /// We sent a close frame; waiting for the peer's (the application has
     /// already been told the connection is gone).
     Closing(Connection),
@@ -68,4 +72,15 @@ impl<S> Conn<S> {
 /// The connection `id` names, if it still occupies its slot.
 pub fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
     conns.get_mut(id.index as usize).filter(|c| c.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Idle connections are the common case: keep a slot small. The
+    /// measured cost per idle connection is in docs/performance.md.
+    #[test]
+    fn connection_slot_stays_within_budget() {
+        assert!(std::mem::size_of::<super::Conn<()>>() <= 384);
+        assert!(std::mem::size_of::<crate::protocol::Connection>() <= 160);
+    }
 }

@@ -39,7 +39,7 @@ impl ConnId {
 pub struct Generations(u32);
 
 impl Generations {
-    pub fn next(&mut self) -> u32 {
+    pub fn next_generation(&mut self) -> u32 {
         self.0 = self.0.wrapping_add(1).max(1);
         self.0
     }
@@ -51,11 +51,28 @@ mod tests {
 
     #[test]
     fn token_round_trip_and_reserved_tokens() {
-        let id = ConnId { index: 7, generation: 3 };
+        let id = ConnId {
+            index: 7,
+            generation: 3,
+        };
         assert_eq!(ConnId::from_token(id.token()), id);
         let mut g = Generations(u32::MAX);
-        assert_eq!(g.next(), 1);
-        assert_ne!(ConnId { index: 0, generation: 1 }.token(), LISTENER);
-        assert_ne!(ConnId { index: 1, generation: 1 }.token(), SIGNAL);
+        assert_eq!(g.next_generation(), 1);
+        assert_ne!(
+            ConnId {
+                index: 0,
+                generation: 1
+            }
+            .token(),
+            LISTENER
+        );
+        assert_ne!(
+            ConnId {
+                index: 1,
+                generation: 1
+            }
+            .token(),
+            SIGNAL
+        );
     }
 }

@@ -122,6 +122,11 @@ mod tests {
             self.got.extend_from_slice(&buf[..n]);
             Ok(n)
         }
+        /// Gathers across slices, like `writev` on a socket.
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.write(&all)
+        }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
@@ -136,7 +141,11 @@ mod tests {
         q.push(Chunk::Owned(Vec::new()));
         q.push(Chunk::Owned(b" world".to_vec()));
         assert_eq!(q.len_bytes(), 18);
-        let mut w = Trickle { got: Vec::new(), cap: 4, calls_left: 2 };
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 4,
+            calls_left: 2,
+        };
         assert_eq!(q.write_to(&mut w).unwrap(), 8);
         assert_eq!(q.len_bytes(), 10);
         w.calls_left = 100;

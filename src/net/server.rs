@@ -70,12 +70,13 @@ pub struct Server<A: App> {
     accept_paused_until: Option<Instant>,
     shutdown: ShutdownHandle,
     drain_deadline: Option<Instant>,
+    next_housekeeping: Instant,
 }
 
 impl<A: App> Server<A> {
     pub fn bind(config: Config, app: A) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen, config.backlog)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let now = Instant::now();
@@ -99,6 +100,7 @@ impl<A: App> Server<A> {
                 waker,
             },
             drain_deadline: None,
+            next_housekeeping: now,
         })
     }
 
@@ -125,9 +127,14 @@ impl<A: App> Server<A> {
             if let Some(deadline) = self.drain_deadline
                 && (self.conns.is_empty() || now >= deadline)
             {
-                info!("shutdown complete; {} connections dropped at the deadline", self.conns.len());
+                info!(
+                    "shutdown complete; {} connections dropped at the deadline",
+                    self.conns.len()
+                );
                 return Ok(());
             }
+            // Everything queued since the last poll goes out before we block.
+            self.flush_dirty(now);
             let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -159,7 +166,7 @@ impl<A: App> Server<A> {
                 self.read(id, now);
             }
             self.fire_timers(now);
-            self.flush_dirty(now);
+            self.housekeeping(now);
         }
     }
 
@@ -167,11 +174,19 @@ impl<A: App> Server<A> {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        [self.timers.next_deadline(), self.accept_paused_until, self.drain_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        // Housekeeping wakes the loop only while there is memory to give back.
+        let housekeeping = (self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4)
+            .then_some(self.next_housekeeping);
+        [
+            self.timers.next_deadline(),
+            self.accept_paused_until,
+            self.drain_deadline,
+            housekeeping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     fn heartbeat_policy(&self) -> Policy {
@@ -243,9 +258,13 @@ impl<A: App> Server<A> {
         let entry = self.conns.vacant_entry();
         let id = ConnId {
             index: entry.key() as u32,
-            generation: self.generations.next(),
+            generation: self.generations.next_generation(),
         };
-        if let Err(e) = self.poll.registry().register(&mut socket, id.token(), Interest::READABLE) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, id.token(), Interest::READABLE)
+        {
             warn!("register {peer}: {e}");
             return;
         }
@@ -311,7 +330,9 @@ impl<A: App> Server<A> {
     }
 
     fn on_request(&mut self, id: ConnId, request: Request, rest: &[u8], now: Instant) {
-        let Some(peer) = self.conn(id).map(|c| c.peer) else { return };
+        let Some(peer) = self.conn(id).map(|c| c.peer) else {
+            return;
+        };
         let draining = self.drain_deadline.is_some();
         let state = match self.app.route(&request, peer, &self.stats, draining) {
             Route::Respond(response) => return self.respond(id, response, now),
@@ -347,7 +368,10 @@ impl<A: App> Server<A> {
     /// Answers with an HTTP error and closes.
     fn reject(&mut self, id: ConnId, rejection: Rejection, now: Instant) {
         if let Some(conn) = self.conn(id) {
-            debug!("handshake from {} rejected: {} {}", conn.peer, rejection.status, rejection.reason);
+            debug!(
+                "handshake from {} rejected: {} {}",
+                conn.peer, rejection.status, rejection.reason
+            );
         }
         self.stats.handshake_failed(rejection.reason);
         self.respond(id, rejection.response(), now);
@@ -517,7 +541,9 @@ impl<A: App> Server<A> {
             }
         };
         self.stats.bytes_out += written as u64;
-        let Some(conn) = lookup(&mut self.conns, id) else { return };
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
         let pending = !conn.out.is_empty();
         if pending != conn.want_write {
             let interest = if pending {
@@ -558,10 +584,27 @@ impl<A: App> Server<A> {
                 self.on_deadline(id, now);
             }
         }
+    }
+
+    /// Once a second: give memory back after a crowd has left. The slab and
+    /// the heaps keep their peak capacity otherwise.
+    fn housekeeping(&mut self, now: Instant) {
+        if now < self.next_housekeeping {
+            return;
+        }
+        self.next_housekeeping = now + Duration::from_secs(1);
         let conns = &self.conns;
         self.timers.compact(conns.len(), |at, id| {
-            conns.get(id.index as usize).is_some_and(|c| c.id == id && c.deadline == at)
+            conns
+                .get(id.index as usize)
+                .is_some_and(|c| c.id == id && c.deadline == at)
         });
+        if self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4 {
+            self.conns.shrink_to_fit();
+            self.dirty.shrink_to_fit();
+            self.ready.shrink_to_fit();
+            self.closing.shrink_to_fit();
+        }
     }
 
     fn on_deadline(&mut self, id: ConnId, now: Instant) {
@@ -631,8 +674,24 @@ impl<A: App> Server<A> {
     }
 }
 
+/// Binds the listening socket. The backlog is set explicitly: crowds of
+/// clients connecting at once overflow a small one, and each overflowed SYN
+/// costs its client a retransmission timeout (1 s, then 3 s...).
+fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM)
+    )
 }
 
 /// The errno values that mean "out of descriptors or memory" on Linux.

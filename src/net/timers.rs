@@ -42,11 +42,14 @@ impl Timers {
         self.heap.is_empty()
     }
 
-    /// Drops stale entries when they outnumber live connections by far, so
-    /// the heap stays proportional to the connection count.
+    /// Drops stale entries when they outnumber live connections, and gives
+    /// back capacity, so the heap stays proportional to the connection count.
     pub fn compact(&mut self, live: usize, is_current: impl Fn(Instant, ConnId) -> bool) {
-        if self.heap.len() > 4 * live + 1024 {
+        if self.heap.len() > 2 * live + 1024 {
             self.heap.retain(|Reverse((at, id))| is_current(*at, *id));
+        }
+        if self.heap.capacity() > 4 * self.heap.len() + 1024 {
+            self.heap.shrink_to_fit();
         }
     }
 }
@@ -59,8 +62,14 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
-        let a = ConnId { index: 1, generation: 1 };
-        let b = ConnId { index: 2, generation: 1 };
+        let a = ConnId {
+            index: 1,
+            generation: 1,
+        };
+        let b = ConnId {
+            index: 2,
+            generation: 1,
+        };
         let mut timers = Timers::default();
         timers.schedule(t0 + Duration::from_secs(2), a);
         timers.schedule(t0 + Duration::from_secs(1), b);

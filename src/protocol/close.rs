@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn autobahn_valid_and_invalid_codes() {
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
             assert!(CloseCode(code).is_sendable(), "{code}");
         }
         for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
@@ -93,7 +95,10 @@ mod tests {
         assert_eq!(parse_close_payload(&[0x03, 0xE8, 0xFF]), Err(Error::InvalidUtf8));
         assert_eq!(
             parse_close_payload(&[0x03, 0xE8, b'o', b'k']),
-            Ok(Some(CloseFrame { code: CloseCode::NORMAL, reason: "ok".into() }))
+            Ok(Some(CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "ok".into()
+            }))
         );
     }
 

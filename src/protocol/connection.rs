@@ -206,14 +206,13 @@ impl Connection {
         let mut rest = input;
         let result = self.read_event_inner(&mut rest);
         let used = input.len() - rest.len();
-        result.map(|event| (used, event)).map_err(|err| {
+        result.map(|event| (used, event)).inspect_err(|err| {
             if self.state == State::Open {
                 self.push_close(err.close_code(), err.reason());
             }
             self.state = State::Closed;
             self.message = None;
             self.frame = None;
-            err
         })
     }
 

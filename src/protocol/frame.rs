@@ -157,14 +157,7 @@ pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
 }
 
 /// Appends a whole frame: header, then `payload` masked with `mask` if given.
-pub fn write_frame(
-    out: &mut Vec<u8>,
-    opcode: Opcode,
-    fin: bool,
-    rsv1: bool,
-    mask: Option<[u8; 4]>,
-    payload: &[u8],
-) {
+pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, rsv1: bool, mask: Option<[u8; 4]>, payload: &[u8]) {
     let header = FrameHeader {
         fin,
         rsv1,
@@ -214,9 +207,7 @@ mod tests {
 
     #[test]
     fn rfc_single_frame_masked_text() {
-        let bytes = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let (h, n) = parse(&bytes);
         assert_eq!(n, 6);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));

@@ -98,16 +98,16 @@ pub fn validate(resp: &Response, key: &str, request: &ClientRequest) -> Result<A
         return Err(ResponseError::BadAccept);
     }
     let protocol = h.get_str("sec-websocket-protocol").map(|p| p.trim().to_owned());
-    if let Some(p) = &protocol {
-        if !request.protocols.contains(p) {
-            return Err(ResponseError::UnrequestedProtocol(p.clone()));
-        }
+    if let Some(p) = &protocol
+        && !request.protocols.contains(p)
+    {
+        return Err(ResponseError::UnrequestedProtocol(p.clone()));
     }
     let extensions = h.get_str("sec-websocket-extensions").map(|e| e.trim().to_owned());
-    if let Some(e) = &extensions {
-        if request.extensions.is_none() {
-            return Err(ResponseError::UnrequestedExtension(e.clone()));
-        }
+    if let Some(e) = &extensions
+        && request.extensions.is_none()
+    {
+        return Err(ResponseError::UnrequestedExtension(e.clone()));
     }
     Ok(Accepted { protocol, extensions })
 }
@@ -142,7 +142,12 @@ mod tests {
         assert_ne!(key, key2);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("GET /ws?a=b HTTP/1.1\r\nHost: localhost:9001\r\n"));
-        let accepted = validate(&response(&ok_response(&key, "Sec-WebSocket-Protocol: chat\r\n")), &key, &req).unwrap();
+        let accepted = validate(
+            &response(&ok_response(&key, "Sec-WebSocket-Protocol: chat\r\n")),
+            &key,
+            &req,
+        )
+        .unwrap();
         assert_eq!(accepted.protocol.as_deref(), Some("chat"));
     }
 

@@ -216,7 +216,10 @@ mod tests {
             Err(HeadError::TooLarge)
         );
         let mut reader = HeadReader::new(8192);
-        assert_eq!(reader.feed_request(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"), Err(HeadError::Malformed));
+        assert_eq!(
+            reader.feed_request(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
         let mut reader = HeadReader::new(8192);
         let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");

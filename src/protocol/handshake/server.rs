@@ -155,7 +155,9 @@ pub fn select_protocol<'a>(offered: &'a [String], supported: &[String]) -> Optio
 /// The `101 Switching Protocols` response (section 4.2.2).
 pub fn accept_response(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let mut out = String::with_capacity(160);
-    out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
     out.push_str(&accept_key(key.as_bytes()));
     out.push_str("\r\n");
     if let Some(p) = protocol {
@@ -211,13 +213,29 @@ mod tests {
     fn each_rejection_is_precise() {
         assert_eq!(rejection(&GOOD.replace("GET", "POST")).status, 405);
         assert_eq!(rejection(&GOOD.replace("HTTP/1.1", "HTTP/1.0")).status, 400);
-        assert_eq!(rejection(&GOOD.replace("Host: server.example.com\r\n", "")).reason, "missing Host header");
-        assert_eq!(rejection(&GOOD.replace("Upgrade: websocket", "Upgrade: h2c")).status, 400);
-        assert_eq!(rejection(&GOOD.replace("Connection: Upgrade", "Connection: close")).status, 400);
+        assert_eq!(
+            rejection(&GOOD.replace("Host: server.example.com\r\n", "")).reason,
+            "missing Host header"
+        );
+        assert_eq!(
+            rejection(&GOOD.replace("Upgrade: websocket", "Upgrade: h2c")).status,
+            400
+        );
+        assert_eq!(
+            rejection(&GOOD.replace("Connection: Upgrade", "Connection: close")).status,
+            400
+        );
         let wrong = rejection(&GOOD.replace("Version: 13", "Version: 8"));
         assert_eq!(wrong.status, 426);
-        assert!(String::from_utf8(wrong.response()).unwrap().contains("Sec-WebSocket-Version: 13\r\n"));
-        assert_eq!(rejection(&GOOD.replace("Sec-WebSocket-Version: 13\r\n", "")).status, 426);
+        assert!(
+            String::from_utf8(wrong.response())
+                .unwrap()
+                .contains("Sec-WebSocket-Version: 13\r\n")
+        );
+        assert_eq!(
+            rejection(&GOOD.replace("Sec-WebSocket-Version: 13\r\n", "")).status,
+            426
+        );
         assert_eq!(
             rejection(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=")).reason,
             "Sec-WebSocket-Key must be 16 bytes in base64"

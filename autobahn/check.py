@@ -1,0 +1,57 @@
+"""Compares a kosoku/Autobahn index.json with the expected results.
+
+Every case must be present and its behavior and close behavior must equal
+the expected ones. The expected file may say INFORMATIONAL only for cases
+whose case file reports INFORMATIONAL whatever the implementation does
+(7.1.6, 7.13.1, 7.13.2); everything else must be OK.
+"""
+
+import json
+import sys
+
+ALWAYS_INFORMATIONAL = {"7.1.6", "7.13.1", "7.13.2"}
+
+
+def key(case):
+    return [int(p) for p in case.split(".")]
+
+
+def main(expected_path, index_path):
+    with open(expected_path) as f:
+        expected = json.load(f)
+    with open(index_path) as f:
+        index = json.load(f)
+    (agent,) = index.values()
+    failures = []
+    for case, want in sorted(expected.items(), key=lambda kv: key(kv[0])):
+        if want != "OK" and case not in ALWAYS_INFORMATIONAL:
+            failures.append(f"{case}: expected file says {want}; only OK is acceptable")
+            continue
+        got = agent.get(case)
+        if got is None:
+            failures.append(f"{case}: missing from the report")
+            continue
+        actual = (got["behavior"], got["behaviorClose"])
+        if actual != (want, want):
+            failures.append(f"{case}: {actual[0]} / close {actual[1]}, expected {want}")
+    for case in sorted(set(agent) - set(expected), key=key):
+        failures.append(f"{case}: ran but is not in {expected_path}")
+    counts = {}
+    for got in agent.values():
+        counts[got["behavior"]] = counts.get(got["behavior"], 0) + 1
+    print(f"autobahn: {len(agent)} cases: " + ", ".join(f"{n} {b}" for b, n in sorted(counts.items())))
+    nine = {c: v["duration"] for c, v in agent.items() if c.startswith("9.")}
+    if nine:
+        slowest = sorted(nine.items(), key=lambda kv: -kv[1])[:3]
+        print(f"autobahn: 9.x total {sum(nine.values())} ms; slowest " + ", ".join(f"{c} {d} ms" for c, d in slowest))
+    if failures:
+        print("autobahn: FAILED")
+        for line in failures:
+            print("  " + line)
+        return 1
+    print(f"{len(expected)} passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

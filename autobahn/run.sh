@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the Autobahn TestSuite (through kosoku, which executes the suite's own
+# case files) against `roomcast echo`, then checks every case against
+# expected-server.json: any case that is not as expected fails the run.
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd .. && pwd)
+
+KOSOKU_VERSION=0.1.0
+venv=.venv
+if [ ! -x "$venv/bin/kosoku" ] || ! "$venv/bin/pip" show kosoku 2>/dev/null | grep -q "^Version: $KOSOKU_VERSION$"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "kosoku==$KOSOKU_VERSION"
+fi
+
+(cd "$root" && cargo build --release --quiet)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rm -rf reports
+mkdir -p reports
+
+# Messages up to 16 MiB (9.x); pings off so they never interleave with cases.
+RUST_LOG=warn "$root/target/release/roomcast" echo --listen "127.0.0.1:$port" \
+  --max-message-size $((64 * 1024 * 1024)) --ping-interval 0 >reports/server.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+
+parallel=${AUTOBAHN_PARALLEL:-2}
+echo "autobahn: server cases 1-10 against roomcast echo on 127.0.0.1:$port (-p $parallel)"
+"$venv/bin/kosoku" -m fuzzingclient "127.0.0.1:$port" -p "$parallel" -x '12.*' -x '13.*' \
+  -o reports/server >reports/kosoku-server.log 2>&1 || true
+tail -n 2 reports/kosoku-server.log
+
+python3 check.py expected-server.json reports/server/index.json

@@ -1,0 +1,152 @@
+//! Helpers shared by the integration tests: servers on ephemeral loopback
+//! ports and a raw TCP client for input no real client would send.
+#![allow(dead_code)]
+
+use roomcast::net::{App, Config, Server, ShutdownHandle};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: ShutdownHandle,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A config for tests: ephemeral port, short shutdown.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// Runs a server on its own thread (built there: per-connection state
+/// need not be `Send`).
+pub fn start<A: App + Send + 'static>(config: Config, app: A) -> Running {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut server = Server::bind(config, app).expect("bind");
+        tx.send((server.local_addr(), server.shutdown_handle())).unwrap();
+        server.run().expect("server run");
+    });
+    let (addr, handle) = rx.recv().expect("server started");
+    Running {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A raw TCP connection with a read timeout so a broken server fails the
+/// test instead of hanging it.
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads an HTTP response head; returns (status, head text).
+pub fn read_head(s: &mut TcpStream) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("connection ended inside the response head: {other:?} after {head:?}"),
+        }
+    }
+    let text = String::from_utf8(head).unwrap();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+/// Sends a request and returns the status and head of the answer.
+pub fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = raw(addr);
+    s.write_all(request.as_bytes()).unwrap();
+    read_head(&mut s)
+}
+
+/// Opens a WebSocket by hand; the server's frames can then be read raw.
+pub fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = raw(addr);
+    s.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+    let (status, _) = read_head(&mut s);
+    assert_eq!(status, 101);
+    s
+}
+
+/// A masked client frame.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let op = roomcast::protocol::Opcode::from_u8(opcode).unwrap();
+    roomcast::protocol::frame::write_frame(&mut out, op, true, false, Some([1, 2, 3, 4]), payload);
+    out
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    (head[0] & 0x0F, payload)
+}
+
+/// Reads a close frame and returns its code.
+pub fn read_close_code(s: &mut TcpStream) -> u16 {
+    loop {
+        let (op, payload) = read_frame(s);
+        if op == 8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+/// True if the peer closes the TCP connection (EOF or reset) within the read timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The event loop over real sockets: handshake rejections, protocol
+//! failures with their close codes, heartbeats and timeouts, and many
+//! concurrent connections.
+
+mod common;
+
+use common::*;
+use roomcast::apps::echo::Echo;
+use roomcast::net::Config;
+use roomcast::protocol::Limits;
+use std::io::Write;
+use std::time::Duration;
+use tungstenite::{Message, connect, protocol::frame::coding::CloseCode};
+
+fn echo(config: Config) -> Running {
+    start(config, Echo)
+}
+
+#[test]
+fn tungstenite_round_trip_text_binary_and_ping() {
+    let server = echo(test_config());
+    let (mut ws, response) = connect(format!("ws://{}/any/path", server.addr)).unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("héllo")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("héllo"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    ws.send(Message::Ping(b"are you there".to_vec().into())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Pong(b"are you there".to_vec().into()));
+    ws.close(None).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn each_bad_upgrade_gets_its_status() {
+    let server = echo(Config {
+        allowed_origins: vec!["https://ok.example".into()],
+        ..test_config()
+    });
+    let addr = server.addr;
+    let good = upgrade_request("/", "");
+    assert_eq!(http(addr, &good.replace("Upgrade: websocket\r\n", "")).0, 400);
+    assert_eq!(
+        http(
+            addr,
+            &good.replace("Connection: Upgrade\r\n", "Connection: keep-alive\r\n")
+        )
+        .0,
+        400
+    );
+    assert_eq!(http(addr, &good.replace("Host: localhost\r\n", "")).0, 400);
+    assert_eq!(http(addr, &good.replace(KEY, "dG9vIHNob3J0")).0, 400);
+    assert_eq!(http(addr, &good.replace("GET", "POST")).0, 405);
+    let (status, head) = http(addr, &good.replace("Version: 13", "Version: 7"));
+    assert_eq!(status, 426);
+    assert!(head.contains("Sec-WebSocket-Version: 13\r\n"));
+    let big = format!("X-Filler: {}\r\n", "a".repeat(9000));
+    assert_eq!(http(addr, &upgrade_request("/", &big)).0, 431);
+    assert_eq!(http(addr, "GET / HTTP/1.1\r\nbroken header line\r\n\r\n").0, 400);
+    assert_eq!(
+        http(addr, &upgrade_request("/", "Origin: https://evil.example\r\n")).0,
+        403
+    );
+    assert_eq!(
+        http(addr, &upgrade_request("/", "Origin: https://ok.example\r\n")).0,
+        101
+    );
+}
+
+#[test]
+fn a_handshake_that_never_finishes_is_closed() {
+    let server = echo(Config {
+        handshake_timeout: Duration::from_millis(200),
+        ..test_config()
+    });
+    let mut s = raw(server.addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    assert!(closed_by_peer(&mut s));
+}
+
+#[test]
+fn frames_after_the_head_in_the_same_packet_are_kept() {
+    let server = echo(test_config());
+    let mut s = raw(server.addr);
+    let mut bytes = upgrade_request("/", "").into_bytes();
+    bytes.extend(client_frame(1, b"early"));
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_head(&mut s).0, 101);
+    assert_eq!(read_frame(&mut s), (1, b"early".to_vec()));
+}
+
+#[test]
+fn unmasked_client_frame_is_closed_with_1002() {
+    let server = echo(test_config());
+    let mut s = raw_ws(server.addr, "/");
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(read_close_code(&mut s), 1002);
+    assert!(closed_by_peer(&mut s));
+}
+
+#[test]
+fn invalid_utf8_is_closed_with_1007() {
+    let server = echo(test_config());
+    let mut s = raw_ws(server.addr, "/");
+    s.write_all(&client_frame(1, b"ok \xff\xfe")).unwrap();
+    assert_eq!(read_close_code(&mut s), 1007);
+}
+
+#[test]
+fn oversized_message_is_closed_with_1009() {
+    let limits = Limits {
+        max_frame_size: 1000,
+        max_message_size: 1000,
+    };
+    let server = echo(Config {
+        limits,
+        ..test_config()
+    });
+    let (mut ws, _) = connect(format!("ws://{}/", server.addr)).unwrap();
+    ws.send(Message::binary(vec![7u8; 1000])).unwrap();
+    assert_eq!(ws.read().unwrap().len(), 1000);
+    ws.send(Message::binary(vec![7u8; 1001])).unwrap();
+    match ws.read().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_that_never_answers_pings_is_dropped() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_millis(100),
+        ..test_config()
+    };
+    let server = echo(config);
+    let mut s = raw_ws(server.addr, "/");
+    // The server pings; this client never answers and is dropped.
+    let (op, _) = read_frame(&mut s);
+    assert_eq!(op, 9);
+    assert!(closed_by_peer(&mut s));
+}
+
+#[test]
+fn a_peer_that_answers_pings_stays() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(50)),
+        pong_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    let server = echo(config);
+    let (mut ws, _) = connect(format!("ws://{}/", server.addr)).unwrap();
+    // tungstenite answers pings by itself while reading; survive many rounds.
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(60));
+        ws.send(Message::text(format!("{i}"))).unwrap();
+        loop {
+            match ws.read().unwrap() {
+                Message::Text(t) => {
+                    assert_eq!(t.as_str(), format!("{i}"));
+                    break;
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn shutdown_sends_1001_to_every_client() {
+    let server = echo(test_config());
+    let mut clients: Vec<_> = (0..5).map(|_| raw_ws(server.addr, "/")).collect();
+    server.handle.shutdown();
+    for s in &mut clients {
+        assert_eq!(read_close_code(s), 1001);
+        s.write_all(&client_frame(8, &1001u16.to_be_bytes())).unwrap();
+        assert!(closed_by_peer(s));
+    }
+}
