@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use roomcast::apps::echo::Echo;
 use roomcast::net::{App, Config, Server};
+use roomcast::rooms::Rooms;
 use std::process::ExitCode;
 
 mod bin_alloc;
@@ -19,21 +20,28 @@ static ALLOCATOR: bin_alloc::Counting = bin_alloc::Counting;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The room server (the default command): /ws, /ws/{room}, /pubsub/{topic}, /health, /stats, /metrics.
+    Serve(cli::ServeArgs),
     /// Echo every message back, on every path (conformance runs, benchmarks).
     Echo(cli::ServerArgs),
+    /// Connect to a WebSocket server: stdin lines out, messages in (docs/client.md).
+    Client(cli::client::ClientArgs),
 }
 
 fn main() -> ExitCode {
     roomcast::heap::enable();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let command = cli.command.unwrap_or_else(|| Command::Serve(cli::ServeArgs::parse_from(["serve"])));
+    let result = match command {
+        Command::Serve(args) => run(args.server.config(), Rooms::new(args.room_config())),
         Command::Echo(args) => run(args.config(), Echo),
+        Command::Client(args) => return cli::client::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

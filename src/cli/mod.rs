@@ -1,8 +1,12 @@
 //! Flags shared by the server commands, and signal handling.
 
-use clap::{Args, ValueEnum};
+pub mod client;
+
+use clap::{Args, Parser, ValueEnum};
 use roomcast::net::{Config, OverflowPolicy, ShutdownHandle};
 use roomcast::protocol::Limits;
+use roomcast::rooms::RoomConfig;
+use roomcast::rooms::rate::RateLimit;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
@@ -62,6 +66,43 @@ pub struct ServerArgs {
     /// Allowed Origin header value (repeatable); none given admits every origin.
     #[arg(long = "allow-origin")]
     pub allowed_origins: Vec<String>,
+}
+
+/// `roomcast serve`: the event-loop flags plus the room server's own.
+#[derive(Parser, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Messages kept per room for `history` and recovery.
+    #[arg(long, default_value_t = 100)]
+    pub history_size: usize,
+    /// Rooms one connection may be in.
+    #[arg(long, default_value_t = 64)]
+    pub max_rooms_per_connection: usize,
+    /// Largest message `content` in bytes of compact JSON (`message_too_large` beyond).
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_content_size: usize,
+    /// Sustained messages per second per connection (`rate_limited` beyond).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Burst of messages per connection; a client that keeps sending a whole
+    /// burst's worth while limited is closed with 1008.
+    #[arg(long, default_value_t = 100.0)]
+    pub burst: f64,
+}
+
+impl ServeArgs {
+    pub fn room_config(&self) -> RoomConfig {
+        RoomConfig {
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            history_size: self.history_size,
+            max_content_size: self.max_content_size,
+            rate: RateLimit {
+                per_second: self.rate,
+                burst: self.burst.max(1.0),
+            },
+        }
+    }
 }
 
 fn secs(s: f64) -> Duration {

@@ -9,11 +9,14 @@ use super::conn::{Conn, Phase, lookup};
 use super::id::ConnId;
 use super::send_queue::Chunk;
 use super::stats::Stats;
+use crate::protocol::frame::encode_server_frame;
 use crate::protocol::handshake::head::Request;
+use crate::protocol::handshake::server::Rejection;
 use crate::protocol::{CloseCode, MessageKind};
 use slab::Slab;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// What a request gets.
@@ -22,6 +25,40 @@ pub enum Route<S> {
     Upgrade(S),
     /// A complete plain HTTP response; the connection closes after it.
     Respond(Vec<u8>),
+    /// Refuse with an HTTP error (counted as a handshake failure).
+    Reject(Rejection),
+}
+
+/// A message prepared once for many recipients: framed at most once, and
+/// the same bytes shared by every uncompressed recipient's queue.
+pub struct Outgoing {
+    kind: MessageKind,
+    payload: Vec<u8>,
+    frame: OnceLock<Arc<[u8]>>,
+}
+
+impl Outgoing {
+    pub fn new(kind: MessageKind, payload: Vec<u8>) -> Self {
+        Outgoing {
+            kind,
+            payload,
+            frame: OnceLock::new(),
+        }
+    }
+
+    pub fn text(payload: Vec<u8>) -> Self {
+        Self::new(MessageKind::Text, payload)
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The unmasked, uncompressed frame, encoded on first use.
+    pub fn frame(&self) -> &Arc<[u8]> {
+        self.frame
+            .get_or_init(|| Arc::from(encode_server_frame(self.kind.opcode(), false, &self.payload)))
+    }
 }
 
 /// Why a connection left the open state.
@@ -126,6 +163,16 @@ impl<S> Ctx<'_, S> {
     /// Queues an already framed message shared among many connections.
     pub fn send_shared(&mut self, id: ConnId, frame: &Arc<[u8]>) -> Sent {
         self.enqueue(id, Chunk::Shared(frame.clone()))
+    }
+
+    /// Queues a prepared message: the shared frame, or for a connection
+    /// with its own compression context, a frame compressed for it alone.
+    pub fn send_outgoing(&mut self, id: ConnId, out: &Outgoing) -> Sent {
+        if self.is_compressed(id) {
+            self.send(id, out.kind, &out.payload)
+        } else {
+            self.send_shared(id, out.frame())
+        }
     }
 
     fn enqueue(&mut self, id: ConnId, chunk: Chunk) -> Sent {

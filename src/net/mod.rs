@@ -11,7 +11,7 @@ pub mod server;
 pub mod stats;
 pub mod timers;
 
-pub use app::{App, CloseReason, Ctx, Route, Sent};
+pub use app::{App, CloseReason, Ctx, Outgoing, Route, Sent};
 pub use config::{Config, OverflowPolicy};
 pub use id::ConnId;
 pub use server::{Server, ShutdownHandle};

@@ -271,7 +271,6 @@ impl<A: App> Server<A> {
         let deadline = now + self.config.handshake_timeout;
         entry.insert(Conn::new(id, socket, peer, self.config.max_head_size, deadline));
         self.timers.schedule(deadline, id);
-        self.stats.connections_total += 1;
     }
 
     /// Reads until `WouldBlock`, the budget, or backpressure stops it.
@@ -336,6 +335,7 @@ impl<A: App> Server<A> {
         let draining = self.drain_deadline.is_some();
         let state = match self.app.route(&request, peer, &self.stats, draining) {
             Route::Respond(response) => return self.respond(id, response, now),
+            Route::Reject(rejection) => return self.reject(id, rejection, now),
             Route::Upgrade(_) if draining => {
                 return self.reject(id, Rejection::new(503, "server shutting down"), now);
             }
@@ -355,6 +355,7 @@ impl<A: App> Server<A> {
         let Some(conn) = self.conn(id) else { return };
         conn.phase = Phase::Open { ws, state, heartbeat };
         self.push_control(id, response);
+        self.stats.connections_total += 1;
         self.stats.connections_active += 1;
         // With heartbeats off, an open connection has no deadline of its own.
         self.set_deadline(id, deadline.unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));

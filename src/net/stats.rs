@@ -6,7 +6,9 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Stats {
     pub started: Instant,
+    /// WebSocket connections opened (plain HTTP requests are not counted).
     pub connections_total: u64,
+    /// WebSocket connections open now.
     pub connections_active: u64,
     pub messages_in: u64,
     pub messages_out: u64,

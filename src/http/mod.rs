@@ -1,0 +1,198 @@
+//! Plain HTTP on the WebSocket port: `/health`, `/stats` (JSON) and
+//! `/metrics` (Prometheus text exposition format 0.0.4).
+
+use crate::net::Stats;
+use crate::protocol::handshake::server::http_response;
+use std::fmt::Write;
+use std::time::Instant;
+
+/// Everything `/stats` and `/metrics` report, gathered at request time.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    pub net: &'a Stats,
+    pub now: Instant,
+    pub rooms: usize,
+    pub members: usize,
+    pub rate_limited: u64,
+    /// Messages per second in and out since the previous snapshot.
+    pub rates: (f64, f64),
+    pub heap_bytes: Option<usize>,
+    pub draining: bool,
+}
+
+pub fn health(s: &Snapshot) -> Vec<u8> {
+    let (status, word) = if s.draining { (503, "draining") } else { (200, "ok") };
+    let body = format!(
+        "{{\"status\":\"{word}\",\"connections\":{},\"uptime_seconds\":{}}}",
+        s.net.connections_active,
+        s.now.duration_since(s.net.started).as_secs()
+    );
+    http_response(
+        status,
+        "Cache-Control: no-store\r\n",
+        "application/json",
+        body.as_bytes(),
+    )
+}
+
+pub fn stats(s: &Snapshot) -> Vec<u8> {
+    let n = s.net;
+    let failures: Vec<String> = n
+        .handshake_failures
+        .iter()
+        .map(|(reason, count)| format!("{}:{count}", serde_json::Value::from(*reason)))
+        .collect();
+    let body = format!(
+        concat!(
+            "{{\"connections_total\":{},\"connections_active\":{},",
+            "\"messages_in\":{},\"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},",
+            "\"messages_in_per_second\":{:.1},\"messages_out_per_second\":{:.1},",
+            "\"rooms\":{},\"members\":{},\"dropped_messages\":{},\"slow_consumer_closes\":{},",
+            "\"rate_limited\":{},\"protocol_errors\":{},\"dead_peers\":{},\"idle_closes\":{},",
+            "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{{{}}},",
+            "\"heap_bytes\":{},\"uptime_seconds\":{}}}"
+        ),
+        n.connections_total,
+        n.connections_active,
+        n.messages_in,
+        n.messages_out,
+        n.bytes_in,
+        n.bytes_out,
+        s.rates.0,
+        s.rates.1,
+        s.rooms,
+        s.members,
+        n.dropped_messages,
+        n.slow_consumer_closes,
+        s.rate_limited,
+        n.protocol_errors,
+        n.dead_peers,
+        n.idle_closes,
+        n.handshake_timeouts,
+        n.rejected_full,
+        failures.join(","),
+        s.heap_bytes.map_or("null".to_owned(), |b| b.to_string()),
+        s.now.duration_since(n.started).as_secs()
+    );
+    http_response(200, "Cache-Control: no-store\r\n", "application/json", body.as_bytes())
+}
+
+pub fn metrics(s: &Snapshot) -> Vec<u8> {
+    let n = s.net;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(
+            out,
+            "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {value}\n"
+        );
+    };
+    metric(
+        "connections_total",
+        "counter",
+        "WebSocket connections accepted.",
+        n.connections_total.to_string(),
+    );
+    metric(
+        "connections_active",
+        "gauge",
+        "Open WebSocket connections.",
+        n.connections_active.to_string(),
+    );
+    metric(
+        "messages_in_total",
+        "counter",
+        "Messages received.",
+        n.messages_in.to_string(),
+    );
+    metric(
+        "messages_out_total",
+        "counter",
+        "Messages queued to clients.",
+        n.messages_out.to_string(),
+    );
+    metric(
+        "bytes_in_total",
+        "counter",
+        "Bytes read from sockets.",
+        n.bytes_in.to_string(),
+    );
+    metric(
+        "bytes_out_total",
+        "counter",
+        "Bytes written to sockets.",
+        n.bytes_out.to_string(),
+    );
+    metric("rooms", "gauge", "Rooms with at least one member.", s.rooms.to_string());
+    metric(
+        "room_members",
+        "gauge",
+        "Memberships across all rooms.",
+        s.members.to_string(),
+    );
+    metric(
+        "dropped_messages_total",
+        "counter",
+        "Messages dropped for slow consumers.",
+        n.dropped_messages.to_string(),
+    );
+    metric(
+        "slow_consumer_closes_total",
+        "counter",
+        "Slow consumers closed (1008).",
+        n.slow_consumer_closes.to_string(),
+    );
+    metric(
+        "rate_limited_total",
+        "counter",
+        "Messages refused by rate limits.",
+        s.rate_limited.to_string(),
+    );
+    metric(
+        "protocol_errors_total",
+        "counter",
+        "Connections failed for protocol errors.",
+        n.protocol_errors.to_string(),
+    );
+    metric(
+        "dead_peers_total",
+        "counter",
+        "Peers dropped for not answering pings.",
+        n.dead_peers.to_string(),
+    );
+    metric(
+        "idle_closes_total",
+        "counter",
+        "Connections closed for idleness.",
+        n.idle_closes.to_string(),
+    );
+    metric(
+        "handshake_timeouts_total",
+        "counter",
+        "Handshakes that did not finish in time.",
+        n.handshake_timeouts.to_string(),
+    );
+    metric(
+        "rejected_full_total",
+        "counter",
+        "Connections refused at the connection limit.",
+        n.rejected_full.to_string(),
+    );
+    metric(
+        "heap_bytes",
+        "gauge",
+        "Live heap bytes.",
+        s.heap_bytes.map_or("NaN".to_owned(), |b| b.to_string()),
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        s.now.duration_since(n.started).as_secs().to_string(),
+    );
+    out.push_str("# HELP roomcast_handshake_failures_total Upgrade requests refused, by reason.\n");
+    out.push_str("# TYPE roomcast_handshake_failures_total counter\n");
+    for (reason, count) in &n.handshake_failures {
+        let _ = writeln!(out, "roomcast_handshake_failures_total{{reason=\"{reason}\"}} {count}");
+    }
+    http_response(200, "", "text/plain; version=0.0.4; charset=utf-8", out.as_bytes())
+}
