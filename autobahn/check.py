@@ -53,5 +53,37 @@ def main(expected_path, index_path):
     return 0
 
 
+def failed(expected_path, index_path):
+    """Prints the ids of cases whose verdict differs from the expected one."""
+    with open(expected_path) as f:
+        expected = json.load(f)
+    with open(index_path) as f:
+        (agent,) = json.load(f).values()
+    bad = [c for c, want in expected.items() if (agent.get(c) or {}).get("behavior") != want
+           or agent[c].get("behaviorClose") != want]
+    print(" ".join(sorted(bad, key=key)))
+    return 0
+
+
+def merge(index_path, retry_path):
+    """Replaces verdicts in index_path with those of the retry run."""
+    with open(index_path) as f:
+        index = json.load(f)
+    with open(retry_path) as f:
+        retry = json.load(f)
+    (name,) = index
+    (retried,) = retry.values()
+    for case, verdict in retried.items():
+        print(f"autobahn: retry {case}: {verdict['behavior']} / close {verdict['behaviorClose']}")
+        index[name][case] = verdict
+    with open(index_path, "w") as f:
+        json.dump(index, f)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--failed":
+        sys.exit(failed(sys.argv[2], sys.argv[3]))
+    if sys.argv[1] == "--merge":
+        sys.exit(merge(sys.argv[2], sys.argv[3]))
     sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,10 +1,12 @@
 //! Flags shared by the server commands, and signal handling.
 
+pub mod bench;
 pub mod client;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::net::{Config, OverflowPolicy, ShutdownHandle};
 use roomcast::protocol::Limits;
+use roomcast::protocol::deflate::DeflateConfig;
 use roomcast::rooms::RoomConfig;
 use roomcast::rooms::rate::RateLimit;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -66,6 +68,23 @@ pub struct ServerArgs {
     /// Allowed Origin header value (repeatable); none given admits every origin.
     #[arg(long = "allow-origin")]
     pub allowed_origins: Vec<String>,
+    /// Turn permessage-deflate (RFC 7692) off.
+    #[arg(long)]
+    pub no_deflate: bool,
+    /// Keep a compression context per connection (better ratio, ~400 KB per
+    /// active connection) instead of compressing each message afresh, which
+    /// lets a broadcast be compressed once for every member.
+    #[arg(long)]
+    pub deflate_context_takeover: bool,
+    /// Messages shorter than this many bytes go uncompressed.
+    #[arg(long, default_value_t = 64)]
+    pub deflate_threshold: usize,
+    /// zlib compression level, 0-9.
+    #[arg(long, default_value_t = 5)]
+    pub deflate_level: u8,
+    /// Largest LZ77 window (log2) the server compresses with, 9-15.
+    #[arg(long, default_value_t = 15)]
+    pub deflate_window_bits: u8,
 }
 
 /// `roomcast serve`: the event-loop flags plus the room server's own.
@@ -135,6 +154,14 @@ impl ServerArgs {
                 Overflow::Drop => OverflowPolicy::Drop,
             },
             allowed_origins: self.allowed_origins.clone(),
+            deflate: DeflateConfig {
+                enabled: !self.no_deflate,
+                server_max_window_bits: self.deflate_window_bits.clamp(9, 15),
+                server_no_context_takeover: !self.deflate_context_takeover,
+                threshold: self.deflate_threshold,
+                level: self.deflate_level.min(9),
+                ..DeflateConfig::default()
+            },
             shutdown_timeout: secs(self.shutdown_timeout),
             ..Config::default()
         }

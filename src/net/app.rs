@@ -9,6 +9,7 @@ use super::conn::{Conn, Phase, lookup};
 use super::id::ConnId;
 use super::send_queue::Chunk;
 use super::stats::Stats;
+use crate::protocol::deflate::SharedCompressor;
 use crate::protocol::frame::encode_server_frame;
 use crate::protocol::handshake::head::Request;
 use crate::protocol::handshake::server::Rejection;
@@ -29,12 +30,16 @@ pub enum Route<S> {
     Reject(Rejection),
 }
 
-/// A message prepared once for many recipients: framed at most once, and
-/// the same bytes shared by every uncompressed recipient's queue.
+/// A message prepared once for many recipients: framed at most once (and
+/// compressed at most once, for recipients without a compression context
+/// of their own), the same bytes shared by every recipient's queue.
 pub struct Outgoing {
     kind: MessageKind,
     payload: Vec<u8>,
     frame: OnceLock<Arc<[u8]>>,
+    /// The frame compressed with a fresh context; `None` inside when the
+    /// message goes uncompressed (below the threshold, or no gain).
+    compressed: OnceLock<Option<Arc<[u8]>>>,
 }
 
 impl Outgoing {
@@ -43,6 +48,7 @@ impl Outgoing {
             kind,
             payload,
             frame: OnceLock::new(),
+            compressed: OnceLock::new(),
         }
     }
 
@@ -58,6 +64,16 @@ impl Outgoing {
     pub fn frame(&self) -> &Arc<[u8]> {
         self.frame
             .get_or_init(|| Arc::from(encode_server_frame(self.kind.opcode(), false, &self.payload)))
+    }
+
+    /// The frame for connections that accept shared compressed frames:
+    /// compressed once (RSV1 set), or the plain frame when not worth it.
+    pub fn compressed_frame(&self, compressor: &SharedCompressor) -> &Arc<[u8]> {
+        let compressed = self.compressed.get_or_init(|| {
+            let payload = compressor.compress(&self.payload)?;
+            Some(Arc::from(encode_server_frame(self.kind.opcode(), true, &payload)))
+        });
+        compressed.as_ref().unwrap_or_else(|| self.frame())
     }
 }
 
@@ -165,13 +181,20 @@ impl<S> Ctx<'_, S> {
         self.enqueue(id, Chunk::Shared(frame.clone()))
     }
 
-    /// Queues a prepared message: the shared frame, or for a connection
-    /// with its own compression context, a frame compressed for it alone.
+    /// Queues a prepared message: the shared plain frame; the shared
+    /// compressed frame for connections that keep no compression context;
+    /// or, for a connection with a context of its own, a frame compressed
+    /// for it alone.
     pub fn send_outgoing(&mut self, id: ConnId, out: &Outgoing) -> Sent {
-        if self.is_compressed(id) {
-            self.send(id, out.kind, &out.payload)
-        } else {
-            self.send_shared(id, out.frame())
+        let shared = SharedCompressor::new(&self.config.deflate);
+        let compression = match self.open_conn(id).map(|c| &c.phase) {
+            Some(Phase::Open { ws, .. }) => ws.compression().map(|c| c.accepts_shared(&shared)),
+            _ => return Sent::Closed,
+        };
+        match compression {
+            None => self.send_shared(id, out.frame()),
+            Some(true) => self.send_shared(id, out.compressed_frame(&shared)),
+            Some(false) => self.send(id, out.kind, &out.payload),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Event-loop settings, with their defaults in one place.
 
 use crate::protocol::Limits;
+use crate::protocol::deflate::DeflateConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Subprotocols the server speaks, in its order of preference.
     pub subprotocols: Vec<String>,
+    /// permessage-deflate (RFC 7692): whether and how it is negotiated.
+    pub deflate: DeflateConfig,
     /// How long a graceful shutdown may take before remaining connections are dropped.
     pub shutdown_timeout: Duration,
 }
@@ -68,6 +71,7 @@ impl Default for Config {
             read_budget: 256 * 1024,
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),
+            deflate: DeflateConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
         }
     }

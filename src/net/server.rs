@@ -17,6 +17,7 @@ use super::id::{ConnId, Generations, LISTENER};
 use super::send_queue::Chunk;
 use super::stats::Stats;
 use super::timers::Timers;
+use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
 use crate::protocol::handshake::server::{self as handshake, Rejection};
 use crate::protocol::{CloseCode, Connection, Event, MessageKind, Role, State};
@@ -348,8 +349,13 @@ impl<A: App> Server<A> {
             Err(rejection) => return self.reject(id, rejection, now),
         };
         let protocol = handshake::select_protocol(&upgrade.protocols, &self.config.subprotocols);
-        let response = handshake::accept_response(&upgrade.key, protocol, None);
-        let ws = Connection::new(Role::Server, self.config.limits);
+        let deflate = &self.config.deflate;
+        let negotiated = deflate.enabled.then(|| deflate::negotiate(&upgrade.extensions, deflate)).flatten();
+        let response = handshake::accept_response(&upgrade.key, protocol, negotiated.as_ref().map(|(_, h)| h.as_str()));
+        let mut ws = Connection::new(Role::Server, self.config.limits);
+        if let Some((params, _)) = &negotiated {
+            ws = ws.with_compression(Compression::new(params, Role::Server, deflate));
+        }
         let heartbeat = Heartbeat::new(now);
         let deadline = heartbeat.next_deadline(&self.heartbeat_policy());
         let Some(conn) = self.conn(id) else { return };

@@ -165,6 +165,11 @@ impl Connection {
         self.compression.is_some()
     }
 
+    /// The negotiated permessage-deflate state, if any.
+    pub fn compression(&self) -> Option<&Compression> {
+        self.compression.as_deref()
+    }
+
     /// Whether bytes are waiting in `take_output`.
     pub fn has_output(&self) -> bool {
         !self.output.is_empty()

@@ -42,12 +42,7 @@ pub(crate) fn zlib_window(bits: u8) -> u8 {
 /// Inflates `input`, appending to `out` and failing as soon as
 /// `out.len()` would pass `limit`: `out` never grows beyond `limit + 1`
 /// bytes of capacity, whatever the compression ratio (deflate bombs).
-pub(crate) fn inflate(
-    d: &mut Decompress,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
-    limit: usize,
-) -> Result<(), Error> {
+pub(crate) fn inflate(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Error> {
     loop {
         if out.len() == out.capacity() {
             // One byte of headroom past the limit tells "exactly at the
@@ -60,14 +55,16 @@ pub(crate) fn inflate(
             out.reserve_exact(grow);
         }
         let (before_in, before_out) = (d.total_in(), out.len());
-        let status = d
-            .decompress_vec(input, out, FlushDecompress::None)
-            .map_err(|_| Error::BadCompressedData)?;
-        let read = (d.total_in() - before_in) as usize;
-        input = &input[read..];
+        let result = d.decompress_vec(input, out, FlushDecompress::None);
+        // Checked first: with its output full, zlib still decodes codes
+        // that need no room and may fail on one past the limit, which must
+        // not change the verdict with how the input was split.
         if out.len() > limit {
             return Err(Error::MessageTooLarge);
         }
+        let status = result.map_err(|_| Error::BadCompressedData)?;
+        let read = (d.total_in() - before_in) as usize;
+        input = &input[read..];
         if status == Status::StreamEnd {
             // Section 7.2.3.4: a block with BFINAL set ends the DEFLATE
             // stream; what follows in the message starts a new one. The
@@ -126,6 +123,9 @@ pub(crate) fn deflate_fresh(payload: &[u8], window: u8, level: u8) -> Option<Vec
     out
 }
 
+/// Boxed so a stream moves between the pool and a connection without
+/// copying, and an idle `Compression` stays a few words.
+#[allow(clippy::vec_box)]
 struct Pool {
     inflaters: Vec<Box<Decompress>>,
     deflaters: Vec<(u8, u8, Box<Compress>)>,
@@ -163,9 +163,10 @@ pub(crate) fn take_deflater(window: u8, level: u8) -> Box<Compress> {
         let i = pool.iter().rposition(|&(w, l, _)| (w, l) == (window, level))?;
         Some(pool.swap_remove(i).2)
     });
-    pooled.ok().flatten().unwrap_or_else(|| {
-        Box::new(Compress::new_with_window_bits(Level::new(level.into()), false, window))
-    })
+    pooled
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Box::new(Compress::new_with_window_bits(Level::new(level.into()), false, window)))
 }
 
 /// Resets `c` and keeps it for reuse on this thread (or frees it).

@@ -162,7 +162,9 @@ impl<'a> Cursor<'a> {
 mod tests {
     use super::*;
 
-    fn names(v: &str) -> Vec<Result<(&str, Vec<(&str, Option<String>)>), Malformed>> {
+    type Owned<'a> = (&'a str, Vec<(&'a str, Option<String>)>);
+
+    fn names(v: &str) -> Vec<Result<Owned<'_>, Malformed>> {
         parse(v)
             .into_iter()
             .map(|e| {
@@ -180,7 +182,10 @@ mod tests {
         assert_eq!(
             names(" a ; x = 1 ;y;z=\"10\"\t, b"),
             vec![
-                Ok(("a", vec![("x", Some("1".into())), ("y", None), ("z", Some("10".into()))])),
+                Ok((
+                    "a",
+                    vec![("x", Some("1".into())), ("y", None), ("z", Some("10".into()))]
+                )),
                 Ok(("b", vec![])),
             ]
         );
@@ -202,16 +207,39 @@ mod tests {
 
     #[test]
     fn malformed_elements_resync_at_comma() {
-        for bad in ["a;", "a; =1", "a; w=", "a; w=\"\"", "a; w=\"1", "a b", "a; w=1 2", "(a)", "a; w=\"x y\""] {
-            let got = names(&format!("{bad}, ok"));
+        for bad in [
+            "a;",
+            "a; =1",
+            "a; w=",
+            "a; w=\"\"",
+            "a; w=\"1",
+            "a b",
+            "a; w=1 2",
+            "(a)",
+            "a; w=\"x y\"",
+        ] {
+            let value = format!("{bad}, ok");
+            let got = names(&value);
             assert_eq!(got.first(), Some(&Err(Malformed)), "{bad}");
-            assert!(got.contains(&Ok(("ok", vec![]))) || bad.ends_with("\"1"), "{bad}: {got:?}");
+            assert!(
+                got.contains(&Ok(("ok", vec![]))) || bad.ends_with("\"1"),
+                "{bad}: {got:?}"
+            );
         }
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        for s in ["\"", "a;w=\"\\", "a;w=\"\\é\"", "é", "a;é=1", ",,,;", "a;w=\"é\\", "\\,a"] {
+        for s in [
+            "\"",
+            "a;w=\"\\",
+            "a;w=\"\\é\"",
+            "é",
+            "a;é=1",
+            ",,,;",
+            "a;w=\"é\\",
+            "\\,a",
+        ] {
             let _ = parse(s);
         }
     }
