@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, docs, unit/integration
+# tests, Autobahn conformance (when present) and a short fuzzing pass.
+# Runs from any directory; takes about 10-15 minutes on 2 cores from cold.
+#
+# Environment:
+#   FUZZ_SECONDS  seconds per fuzz target (default 25, see fuzz/smoke.sh)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+start=$SECONDS
+
+section() {
+    printf '\n==== %s ==== (%ds elapsed)\n' "$*" $((SECONDS - start))
+}
+
+section "Debian packages"
+# Installed only if missing. Rust itself (with clippy and rustfmt) is
+# expected on PATH; autobahn/run.sh makes a Python venv for its client.
+packages=()
+[ -f autobahn/run.sh ] && packages+=(python3 python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo_=""
+    [ "$(id -u)" -ne 0 ] && sudo_=sudo
+    $sudo_ apt-get update
+    $sudo_ apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "nothing to install"
+fi
+
+section "rustfmt"
+cargo fmt --all -- --check
+# The fuzz crate is its own workspace, so `--all` above does not reach it
+# (and `--all` there would reach the main crate again through its path).
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+
+section "clippy"
+cargo clippy --all-targets -- -D warnings
+
+section "rustdoc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+
+section "tests (debug)"
+cargo test --all-targets
+
+if [ -f autobahn/run.sh ]; then
+    section "Autobahn TestSuite"
+    bash autobahn/run.sh
+else
+    section "Autobahn TestSuite: skipped (autobahn/run.sh not present)"
+fi
+
+section "fuzz smoke"
+bash fuzz/smoke.sh
+
+section "all passed in $((SECONDS - start))s"

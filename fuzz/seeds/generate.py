@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs under fuzz/seeds/<target>/.
+
+The seeds are committed; run this again only after changing it. Stream
+targets (handshake, connection, inflate) take three control bytes first: the
+chunk plan (u16 little endian, 0 = one piece) and a config byte (see each
+target's doc comment); `frame` takes raw bytes.
+"""
+
+import os
+import struct
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # RFC 6455 section 5.7
+
+
+def frame(opcode, payload, fin=True, mask=None, rsv1=False):
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    m = 0x80 if mask else 0
+    n = len(payload)
+    if n <= 125:
+        head = bytes([b0, m | n])
+    elif n <= 0xFFFF:
+        head = bytes([b0, m | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack(">Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def deflate(*messages, takeover=False):
+    """permessage-deflate payloads (RFC 7692 7.2.1): sync flush, tail removed."""
+    out, c = [], None
+    for m in messages:
+        if c is None or not takeover:
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        data = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
+        assert data.endswith(b"\x00\x00\xff\xff")
+        out.append(data[:-4])
+    return out
+
+
+def records(payload, text=True, pieces=1):
+    """inflate record mode: one message in `pieces` frames."""
+    step = -(-len(payload) // pieces) if payload else 0
+    chunks = [payload[i : i + step] for i in range(0, len(payload), step)] if payload else [b""]
+    out = b""
+    for i, chunk in enumerate(chunks):
+        assert len(chunk) <= 63
+        fin = 0x40 if i == len(chunks) - 1 else 0
+        flag = 0x80 if (i == 0 and text) else 0
+        out += bytes([flag | fin | len(chunk)]) + chunk
+    return out
+
+
+def stream(plan, config, data):
+    return struct.pack("<H", plan) + bytes([config]) + data
+
+
+REQUEST = (
+    b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n"
+)
+
+SEEDS = {
+    "handshake": {
+        "rfc-request": stream(0, 0, REQUEST),
+        "rfc-request-bytewise-with-frame": stream(0x0100, 0, REQUEST + frame(1, b"Hello", mask=KEY)),
+        "rfc-request-deflate-offer": stream(
+            0x0005, 0, REQUEST[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        ),
+        "plain-get": stream(0, 0, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+        "rfc-response": stream(0x0003, 0, RESPONSE + b"\r\n"),
+        "rfc-response-deflate": stream(0, 1, RESPONSE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+    },
+    "frame": {
+        "text-unmasked": frame(1, b"Hello"),
+        "text-masked": frame(1, b"Hello", mask=KEY),
+        "fragment-first": frame(1, b"Hel", fin=False),
+        "fragment-last": frame(0, b"lo"),
+        "ping": frame(9, b"Hello"),
+        "pong-masked": frame(10, b"Hello", mask=KEY),
+        "len16": bytes([0x82, 0x7E, 0x01, 0x00]),
+        "len64-masked": bytes([0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0]) + KEY,
+    },
+    "connection": {
+        # Config 0x3F: 64 KiB frame and message limits.
+        "server-rfc-masked-hello": stream(0, 0x3F, frame(1, b"Hello", mask=KEY)),
+        "client-rfc-unmasked-hello": stream(0, 0x3F, frame(1, b"Hello")),
+        "server-fragments-ping-close": stream(
+            0x0001,
+            0x3F,
+            frame(1, b"Hel", fin=False, mask=KEY)
+            + frame(9, b"p", mask=KEY)
+            + frame(0, b"lo", mask=KEY)
+            + frame(2, bytes(range(200)), mask=KEY)
+            + frame(8, b"\x03\xe8bye", mask=KEY),
+        ),
+        "client-ping-pong-close": stream(
+            0x0102, 0x3F, frame(9, b"Hello") + frame(10, b"Hello") + frame(8, b"\x03\xe8")
+        ),
+        "server-utf8-split": stream(0x0100, 0x3F, frame(1, "κόσμε".encode(), mask=KEY)),
+        "server-close-first": stream(0, 0x7F, frame(9, b"x", mask=KEY) + frame(8, b"", mask=KEY)),
+    },
+    "inflate": {
+        # Raw mode, config 0x0F: 64 KiB limits; 0x1F: with context takeover.
+        # RFC 7692 section 7.2.3 examples, as a server sends them (client role).
+        "client-rfc-hello": stream(0, 0x0F, bytes.fromhex("c107f248cdc9c90700")),
+        "client-rfc-takeover": stream(0, 0x1F, bytes.fromhex("c107f248cdc9c90700c105f200110000")),
+        "client-rfc-stored": stream(0, 0x0F, bytes.fromhex("c10b0005 00faff48656c6c6f00".replace(" ", ""))),
+        "client-rfc-bfinal": stream(0, 0x0F, bytes.fromhex("c108f348cdc9c9070000")),
+        "client-rfc-two-blocks": stream(0x0001, 0x0F, bytes.fromhex("c10df248050000 00ffffcac9c90700".replace(" ", ""))),
+        "client-rfc-fragmented": stream(0x0002, 0x0F, bytes.fromhex("4103f248cd8004c9c90700")),
+        # The same as a client sends them (server role), masked.
+        "server-hello-masked": stream(0, 0x0F, frame(1, bytes.fromhex("f248cdc9c90700"), mask=KEY, rsv1=True)),
+        "server-plain-then-compressed": stream(
+            0x0100,
+            0x1F,
+            frame(2, b"plain", mask=KEY) + b"".join(frame(1, d, mask=KEY, rsv1=True) for d in deflate(b"abc" * 20, b"abc" * 30, takeover=True)),
+        ),
+        # Record mode, config 0x2F; 0x3F with takeover; 0x27 with a 125-byte message limit.
+        "records-hello": stream(0, 0x2F, records(bytes.fromhex("f248cdc9c90700"))),
+        "records-json-two-frames": stream(
+            0x0003, 0x2F, records(deflate(b'{"room":"lobby","text":"hello hello hello"}')[0], pieces=2)
+        ),
+        "records-takeover": stream(
+            0, 0x3F, b"".join(records(d) for d in deflate(b"Hello", b"Hello", b"Hello, Hello", takeover=True))
+        ),
+        "records-binary-over-limit": stream(0, 0x27, records(deflate(bytes(300))[0], text=False)),
+        "records-empty": stream(0, 0x2F, records(b"")),
+    },
+}
+
+
+def main():
+    for target, seeds in SEEDS.items():
+        folder = os.path.join(HERE, target)
+        os.makedirs(folder, exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+
+
+if __name__ == "__main__":
+    main()
