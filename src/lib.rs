@@ -7,6 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod bench;
+pub mod client;
 pub mod heap;
+pub mod http;
 pub mod net;
+pub mod rooms;
 pub mod protocol;

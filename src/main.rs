@@ -31,6 +31,8 @@ enum Command {
     Echo(cli::ServerArgs),
     /// Connect to a WebSocket server: stdin lines out, messages in (docs/client.md).
     Client(cli::client::ClientArgs),
+    /// Load generator against a loopback server: echo, broadcast, connect (docs/benchmarks.md).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run(args.server.config(), Rooms::new(args.room_config())),
         Command::Echo(args) => run(args.config(), Echo),
         Command::Client(args) => return cli::client::run(args),
+        Command::Bench(args) => return cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

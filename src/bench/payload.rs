@@ -1,0 +1,117 @@
+//! The broadcast payload: a send timestamp and the publisher's number,
+//! written as `#t=<nanoseconds>,<publisher>` and found again in whatever
+//! the server wraps around it (roomcast's JSON `message` event, or the raw
+//! relay's verbatim copy) by a byte search, not a JSON parse.
+//!
+//! The marker `#t=` cannot occur elsewhere in roomcast's events (room and
+//! user names are `[A-Za-z0-9._:-]`, the bench picks them), and it is
+//! plain ASCII, so it passes JSON string encoding unchanged.
+
+use std::io::Write;
+
+const MARKER: &[u8] = b"#t=";
+
+/// Appends the stamp for a message sent at `sent_ns` by `publisher`,
+/// padded with `.` to at least `min_len` bytes. Writes into a reused
+/// buffer: no allocation once the buffer has grown.
+pub fn stamp(out: &mut Vec<u8>, sent_ns: u64, publisher: u32, min_len: usize) {
+    let start = out.len();
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "#t={sent_ns},{publisher}");
+    let len = out.len() - start;
+    if len < min_len {
+        out.resize(start + min_len, b'.');
+    }
+}
+
+/// Finds the stamp in `payload`: `(sent_ns, publisher)`, or `None` for a
+/// message that carries none (welcome, joined, presence events ...).
+pub fn parse(payload: &[u8]) -> Option<(u64, u32)> {
+    let mut rest = payload;
+    loop {
+        // A byte scan for '#' (vectorised by the compiler), then a check.
+        let at = rest.iter().position(|&b| b == b'#')?;
+        rest = &rest[at..];
+        if rest.starts_with(MARKER) {
+            break;
+        }
+        rest = &rest[1..];
+    }
+    let (ns, rest) = digits(&rest[MARKER.len()..])?;
+    let rest = rest.strip_prefix(b",")?;
+    let (publisher, _) = digits(rest)?;
+    Some((ns, u32::try_from(publisher).ok()?))
+}
+
+/// A decimal number at the front of `s` and what follows it.
+fn digits(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take(20).take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in &s[..n] {
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((value, &s[n..]))
+}
+
+/// Whether `payload` holds `needle` (for rare checks such as `"type":"joined"`).
+pub fn contains(payload: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && payload.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_bare_and_padded() {
+        let mut buf = Vec::new();
+        stamp(&mut buf, 1_234_567_890_123, 7, 0);
+        assert_eq!(buf, b"#t=1234567890123,7");
+        assert_eq!(parse(&buf), Some((1_234_567_890_123, 7)));
+        buf.clear();
+        stamp(&mut buf, 5, 0, 64);
+        assert_eq!(buf.len(), 64);
+        assert!(buf.ends_with(b"..."));
+        assert_eq!(parse(&buf), Some((5, 0)));
+        // Extremes.
+        buf.clear();
+        stamp(&mut buf, u64::MAX, u32::MAX, 0);
+        assert_eq!(parse(&buf), Some((u64::MAX, u32::MAX)));
+    }
+
+    #[test]
+    fn found_inside_roomcast_json_events() {
+        let event = br##"{"type":"message","room":"bench","user":"bench","content":"#t=99887766,3....","seq":42,"ts":1700000000000}"##;
+        assert_eq!(parse(event), Some((99_887_766, 3)));
+        // A stray '#' before the marker does not confuse the search.
+        assert_eq!(parse(b"{\"content\":\"a#b##t=12,1\"}"), Some((12, 1)));
+    }
+
+    #[test]
+    fn messages_without_a_stamp() {
+        for payload in [
+            &br#"{"type":"welcome","conn":1,"user":"bench"}"#[..],
+            br#"{"type":"joined","room":"bench","users":["bench"],"seq":0}"#,
+            b"",
+            b"#t=",
+            b"#t=12",
+            b"#t=12;3",
+            b"#t=,3",
+            b"#t=99999999999999999999999,1",
+            b"#t=1,99999999999",
+        ] {
+            assert_eq!(parse(payload), None, "{:?}", String::from_utf8_lossy(payload));
+        }
+    }
+
+    #[test]
+    fn contains_finds_event_types() {
+        let joined = br#"{"type":"joined","room":"bench"}"#;
+        assert!(contains(joined, br#""type":"joined""#));
+        assert!(!contains(joined, br#""type":"error""#));
+        assert!(!contains(joined, b""));
+    }
+}

@@ -1,0 +1,154 @@
+//! `roomcast bench` against in-process servers: each scenario runs briefly
+//! and its JSON line must hold sane numbers.
+
+mod common;
+
+use roomcast::apps::echo::Echo;
+use roomcast::bench::{self, BroadcastConfig, Common, ConnectConfig, EchoConfig, Mode, Report, Target};
+use roomcast::rooms::{RoomConfig, Rooms};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn common(addr: SocketAddr, path: &str) -> Common {
+    let mut c = Common::new(Target::parse(&format!("ws://{addr}{path}")).unwrap());
+    c.warmup = Duration::from_millis(200);
+    c.duration = Duration::from_secs(1);
+    c.connect_timeout = Duration::from_secs(10);
+    // The server runs in this process: its CPU and memory are ours.
+    c.server_pid = Some(std::process::id());
+    c
+}
+
+/// The report's last line, parsed back: one JSON object on one line.
+fn json_line(report: &Report) -> Value {
+    let line = Value::Object(report.json.clone()).to_string();
+    assert!(!line.contains('\n'));
+    let value: Value = serde_json::from_str(&line).unwrap();
+    assert!(value.is_object());
+    value
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn echo_scenario_reports_rate_and_latency() {
+    let server = common::start(common::test_config(), Echo);
+    let report = bench::run_echo(&EchoConfig {
+        common: common(server.addr, "/"),
+        connections: 20,
+        size: 100,
+        in_flight: 2,
+        binary: false,
+    })
+    .unwrap();
+    let v = json_line(&report);
+    assert_eq!(v["scenario"], "echo");
+    assert_eq!(f(&v, "connections"), 20.0);
+    assert!(f(&v, "msgs_per_sec") > 0.0, "{v}");
+    assert!(f(&v, "messages") > 0.0);
+    let latency = &v["latency_us"];
+    assert!(f(latency, "p50") > 0.0);
+    assert!(f(latency, "p50") <= f(latency, "p99"));
+    assert!(f(latency, "p99") <= f(latency, "p999"));
+    assert!(f(latency, "p999") <= f(latency, "max"));
+    assert_eq!(f(&v, "errors"), 0.0);
+    assert_eq!(f(&v, "unexpected_replies"), 0.0);
+    assert!(f(&v, "bench_cpu_percent") >= 0.0);
+    assert!(report.lines.iter().any(|l| l.contains("msgs/s")));
+}
+
+#[test]
+fn echo_scenario_binary_messages_split_across_reads() {
+    let server = common::start(common::test_config(), Echo);
+    let report = bench::run_echo(&EchoConfig {
+        common: common(server.addr, "/"),
+        connections: 4,
+        size: 60_000,
+        in_flight: 4,
+        binary: true,
+    })
+    .unwrap();
+    let v = json_line(&report);
+    assert!(f(&v, "messages") > 0.0, "{v}");
+    assert_eq!(f(&v, "errors"), 0.0);
+    assert_eq!(f(&v, "unexpected_replies"), 0.0);
+}
+
+fn broadcast(addr: SocketAddr, path: &str, mode: Mode) -> Value {
+    let report = bench::run_broadcast(&BroadcastConfig {
+        common: common(addr, path),
+        members: 20,
+        publishers: 2,
+        // Low enough for roomcast's default rate limit (50/s per connection).
+        rate: 20.0,
+        window: 16,
+        size: 64,
+        mode,
+        room: "bench".into(),
+        drain: Duration::from_secs(3),
+    })
+    .unwrap();
+    json_line(&report)
+}
+
+#[test]
+fn broadcast_over_raw_pubsub_loses_nothing_at_low_rate() {
+    let server = common::start(common::test_config(), Rooms::new(RoomConfig::default()));
+    let v = broadcast(server.addr, "/pubsub/bench", Mode::Raw);
+    assert_eq!(v["mode"], "raw");
+    assert_eq!(f(&v, "receivers"), 22.0);
+    assert!(f(&v, "published") > 0.0, "{v}");
+    assert!(f(&v, "deliveries") > 0.0);
+    assert_eq!(f(&v, "deliveries"), f(&v, "published") * 22.0);
+    assert_eq!(f(&v, "lost"), 0.0, "{v}");
+    assert!(f(&v["latency_us"], "p50") > 0.0);
+    assert_eq!(f(&v, "errors"), 0.0);
+}
+
+#[test]
+fn broadcast_over_the_json_protocol_loses_nothing_at_low_rate() {
+    let server = common::start(common::test_config(), Rooms::new(RoomConfig::default()));
+    let v = broadcast(server.addr, "/ws?username=bench", Mode::Rooms);
+    assert_eq!(v["mode"], "rooms");
+    assert!(f(&v, "deliveries") > 0.0, "{v}");
+    assert_eq!(f(&v, "lost"), 0.0, "{v}");
+    assert_eq!(f(&v, "server_errors"), 0.0, "{v}");
+    assert!(f(&v, "deliveries_per_sec") > 0.0);
+}
+
+#[test]
+fn connect_scenario_counts_handshakes_and_memory() {
+    let server = common::start(common::test_config(), Echo);
+    let mut c = common(server.addr, "/");
+    c.connect_concurrency = 8;
+    let report = bench::run_connect(&ConnectConfig {
+        common: c,
+        connections: 50,
+        hold: Duration::from_millis(300),
+    })
+    .unwrap();
+    let v = json_line(&report);
+    assert_eq!(f(&v, "opened"), 50.0);
+    assert_eq!(f(&v, "held"), 50.0);
+    assert!(f(&v, "handshakes_per_sec") > 0.0, "{v}");
+    assert!(f(&v["handshake_latency_us"], "p50") > 0.0);
+    // No counting allocator in the test binary: no heap figure, but RSS is read.
+    assert!(v["heap_bytes_per_conn"].is_null());
+    assert!(v["rss_bytes_per_conn"].is_number(), "{v}");
+    assert_eq!(f(&v, "errors"), 0.0);
+}
+
+#[test]
+fn refuses_targets_off_this_machine() {
+    for url in [
+        "ws://10.0.0.1:9001/",
+        "ws://192.168.0.2/",
+        "ws://example.com/",
+        "wss://127.0.0.1/",
+    ] {
+        assert!(Target::parse(url).is_err(), "{url}");
+    }
+}
