@@ -368,3 +368,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn deflate_threshold_zero_compresses_every_message() {
+    use roomcast::protocol::deflate::{Compression, DeflateConfig, DeflateParams};
+    // Incompressible bytes: deflate output is longer than the input.
+    let noise: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let params = DeflateParams {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        ..Default::default()
+    };
+    let mut skipping = Compression::new(&params, Role::Server, &DeflateConfig::default());
+    assert_eq!(skipping.compress(&noise), None, "not worth it: sent uncompressed");
+    assert_eq!(skipping.compress(b"short"), None, "below the threshold");
+    let always = DeflateConfig {
+        threshold: 0,
+        ..DeflateConfig::default()
+    };
+    let mut compressing = Compression::new(&params, Role::Server, &always);
+    assert!(compressing.compress(&noise).is_some());
+    assert!(compressing.compress(b"").is_some());
+}

@@ -4,15 +4,18 @@
 //! unchanged until the server closes, then `/updateReports?agent=A` so the
 //! server writes its report.
 //!
-//! One workaround: on a permessage-deflate connection (12.x, 13.x) the echo
-//! compresses every message, see [`AlwaysDeflate`].
+//! The run compresses every message on a permessage-deflate connection
+//! (threshold 0): kosoku 0.1.0's fuzzingserver hands a message that arrives
+//! uncompressed on such a connection to the case as a `str` (compressed
+//! ones as `bytes`), and the 12.x/13.x cases hash what they receive, so they
+//! would end as ERROR. RFC 7692 allows uncompressed messages there; this is
+//! a test-tool quirk, documented in docs/deflate.md.
 
 use super::blocking::Client;
 use super::error::ClientError;
 use super::url::{WsUrl, encode_query_value};
 use super::{ClientConfig, Message};
-use crate::protocol::deflate::{Compression, DeflateConfig, DeflateParams};
-use crate::protocol::{MessageKind, Role};
+use crate::protocol::MessageKind;
 use std::io;
 
 /// What a run did; the verdicts are in the server's report.
@@ -25,6 +28,9 @@ pub struct Summary {
 
 /// Runs every case the server offers, in order, one at a time.
 pub fn run(base: &WsUrl, agent: &str, config: &ClientConfig) -> Result<Summary, ClientError> {
+    let mut config = config.clone();
+    config.deflate.threshold = 0;
+    let config = &config;
     let agent = encode_query_value(agent);
     let cases = case_count(base, config)?;
     log::info!("autobahn: {cases} cases");
@@ -72,20 +78,10 @@ fn case_count(base: &WsUrl, config: &ClientConfig) -> Result<u32, ClientError> {
 /// Echoes until the server closes. Protocol errors are part of what the
 /// cases test: the core has already answered them with the right close.
 fn echo(client: &mut Client, case: u32) {
-    let mut deflate = client
-        .deflate()
-        .map(|(params, config)| AlwaysDeflate::new(params, config));
-    let mut send = |client: &mut Client, kind: MessageKind, payload: &[u8]| match deflate.as_mut() {
-        Some(d) => match d.compress(payload) {
-            Some(deflated) => client.send_deflated(kind, &deflated),
-            None => client.send(kind, payload),
-        },
-        None => client.send(kind, payload),
-    };
     loop {
         let sent = match client.read_message() {
-            Ok(Message::Text(text)) => send(client, MessageKind::Text, text.as_bytes()),
-            Ok(Message::Binary(data)) => send(client, MessageKind::Binary, &data),
+            Ok(Message::Text(text)) => client.send(MessageKind::Text, text.as_bytes()),
+            Ok(Message::Binary(data)) => client.send(MessageKind::Binary, &data),
             Ok(Message::Close(_)) => return,
             Err(e) => {
                 log::debug!("case {case}: {e}");
@@ -95,48 +91,6 @@ fn echo(client: &mut Client, case: u32) {
         if let Err(e) = sent {
             log::debug!("case {case}: {e}");
             return;
-        }
-    }
-}
-
-/// Compresses every outgoing message, even where compressing does not pay.
-///
-/// kosoku 0.1.0's fuzzingserver hands a message that arrives uncompressed
-/// on a permessage-deflate connection to the case as a `str` (its
-/// `bridge_message`; compressed ones arrive as `bytes`), and the 12.x/13.x
-/// cases hash what they receive: Python raises "Strings must be encoded
-/// before hashing" and the case ends as ERROR. RFC 7692 (section 6) allows
-/// uncompressed messages on such a connection, and the core sends one
-/// whenever deflate does not make a message smaller (short or random data
-/// with no context takeover), so the echo compresses on its own here,
-/// through the deflate module's own compressor:
-/// - with context takeover, one compressor for the connection, which never
-///   falls back to an uncompressed message;
-/// - without (`client_no_context_takeover`), a new such compressor per
-///   message: a fresh LZ77 context each time, as negotiated.
-struct AlwaysDeflate {
-    /// The negotiated parameters with our context takeover on.
-    takeover: DeflateParams,
-    config: DeflateConfig,
-    /// The connection's compressor, when context takeover was negotiated.
-    kept: Option<Compression>,
-}
-
-impl AlwaysDeflate {
-    fn new(params: DeflateParams, config: DeflateConfig) -> Self {
-        let config = DeflateConfig { threshold: 0, ..config };
-        let takeover = DeflateParams {
-            client_no_context_takeover: false,
-            ..params
-        };
-        let kept = (!params.client_no_context_takeover).then(|| Compression::new(&takeover, Role::Client, &config));
-        AlwaysDeflate { takeover, config, kept }
-    }
-
-    fn compress(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
-        match &mut self.kept {
-            Some(c) => c.compress(payload),
-            None => Compression::new(&self.takeover, Role::Client, &self.config).compress(payload),
         }
     }
 }

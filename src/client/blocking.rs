@@ -12,9 +12,6 @@ use super::error::ClientError;
 use super::handshake;
 use super::url::WsUrl;
 use super::{ClientConfig, Message};
-use crate::protocol::deflate::{DeflateConfig, DeflateParams};
-use crate::protocol::frame::write_frame;
-use crate::protocol::mask::random_key;
 use crate::protocol::{CloseCode, CloseFrame, Connection, Event, MessageKind, State};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -33,8 +30,6 @@ pub struct Client {
     start: usize,
     end: usize,
     protocol: Option<String>,
-    /// The negotiated permessage-deflate parameters and our settings.
-    deflate: Option<(DeflateParams, DeflateConfig)>,
     read_timeout: Option<Duration>,
     close_timeout: Duration,
     /// The read timeout the socket has now, to skip redundant system calls.
@@ -63,7 +58,6 @@ impl Client {
             start: 0,
             end,
             protocol: opened.protocol,
-            deflate: opened.deflate.map(|params| (params, config.deflate)),
             read_timeout: config.read_timeout,
             close_timeout: config.close_timeout,
             // The handshake left a timeout on the socket: set it on first read.
@@ -104,25 +98,6 @@ impl Client {
         }
         self.conn.send(kind, payload);
         self.flush()
-    }
-
-    /// Sends a message compressed by the caller (RSV1 set, RFC 7692 7.2.1),
-    /// for a caller that compresses differently from the core; then all
-    /// outgoing messages must be compressed by that caller, so that the
-    /// server's view of our LZ77 window stays right.
-    pub(crate) fn send_deflated(&mut self, kind: MessageKind, deflated: &[u8]) -> Result<(), ClientError> {
-        if !self.conn.can_send() {
-            return Err(ClientError::Closed);
-        }
-        self.flush()?;
-        let mut frame = Vec::with_capacity(deflated.len() + 14);
-        write_frame(&mut frame, kind.opcode(), true, true, Some(random_key()), deflated);
-        self.stream.write_all(&frame).map_err(ClientError::Io)
-    }
-
-    /// The negotiated permessage-deflate parameters and our settings.
-    pub(crate) fn deflate(&self) -> Option<(DeflateParams, DeflateConfig)> {
-        self.deflate
     }
 
     /// Sends a ping (payload cut to 125 bytes); its pong is skipped by `read_message`.

@@ -5,7 +5,7 @@
 use super::ClientConfig;
 use super::error::{ClientError, HandshakeError};
 use super::url::WsUrl;
-use crate::protocol::deflate::{Compression, DeflateParams, client_accept, client_offer};
+use crate::protocol::deflate::{Compression, client_accept, client_offer};
 use crate::protocol::handshake::client::{ClientRequest, ResponseError, validate};
 use crate::protocol::handshake::head::HeadReader;
 use crate::protocol::{Connection, Role};
@@ -34,8 +34,6 @@ pub(super) struct Opened {
     /// Bytes that arrived after the response head: the first frames.
     pub rest: Vec<u8>,
     pub protocol: Option<String>,
-    /// The negotiated permessage-deflate parameters.
-    pub deflate: Option<DeflateParams>,
 }
 
 pub(super) fn open(url: &WsUrl, config: &ClientConfig) -> Result<Opened, ClientError> {
@@ -80,19 +78,16 @@ pub(super) fn open(url: &WsUrl, config: &ClientConfig) -> Result<Opened, ClientE
         Err(e) => return Err(HandshakeError::Invalid(e).into()),
     };
     let mut conn = Connection::new(Role::Client, config.limits);
-    let mut deflate = None;
     if let Some(answer) = &accepted.extensions {
         // `validate` refused extensions we did not offer, so we offered.
         let params = client_accept(answer, &config.deflate).map_err(HandshakeError::Extension)?;
         conn = conn.with_compression(Compression::new(&params, Role::Client, &config.deflate));
-        deflate = Some(params);
     }
     Ok(Opened {
         stream,
         conn,
         rest,
         protocol: accepted.protocol,
-        deflate,
     })
 }
 

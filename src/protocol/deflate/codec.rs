@@ -115,10 +115,11 @@ pub(crate) fn deflate(c: &mut Compress, payload: &[u8], only_if_smaller: bool) -
 }
 
 /// Compresses `payload` with a fresh LZ77 context (no context takeover),
-/// using a pooled stream; `None` when the result is not smaller.
-pub(crate) fn deflate_fresh(payload: &[u8], window: u8, level: u8) -> Option<Vec<u8>> {
+/// using a pooled stream. With `only_if_smaller`, `None` when the result is
+/// not smaller than the payload (the message then goes uncompressed).
+pub(crate) fn deflate_fresh(payload: &[u8], window: u8, level: u8, only_if_smaller: bool) -> Option<Vec<u8>> {
     let mut c = take_deflater(window, level);
-    let out = deflate(&mut c, payload, true);
+    let out = deflate(&mut c, payload, only_if_smaller);
     give_deflater(c, window, level);
     out
 }

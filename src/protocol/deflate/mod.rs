@@ -114,7 +114,7 @@ impl Compression {
             return None;
         }
         if !self.deflate_takeover {
-            return codec::deflate_fresh(payload, self.window, self.level);
+            return codec::deflate_fresh(payload, self.window, self.level, self.threshold > 0);
         }
         // With takeover the peer's window now holds this message too, so
         // it must be sent compressed whatever the ratio.
@@ -176,7 +176,7 @@ impl SharedCompressor {
         if payload.len() < self.threshold {
             return None;
         }
-        codec::deflate_fresh(payload, self.window, self.level)
+        codec::deflate_fresh(payload, self.window, self.level, self.threshold > 0)
     }
 }
 

@@ -322,7 +322,7 @@ fn pooled_streams_give_identical_output() {
         .map(|m| codec::deflate(&mut codec::take_deflater(12, 5), m, true))
         .collect();
     for _ in 0..3 {
-        let pooled: Vec<_> = msgs.iter().map(|m| codec::deflate_fresh(m, 12, 5)).collect();
+        let pooled: Vec<_> = msgs.iter().map(|m| codec::deflate_fresh(m, 12, 5, true)).collect();
         assert_eq!(pooled, fresh);
     }
 }
