@@ -107,8 +107,8 @@ impl Compression {
 
     /// Compresses a whole outgoing message (section 7.2.1): the payload
     /// without the trailing `00 00 ff ff`, or `None` to send it
-    /// uncompressed (below the threshold, or, without context takeover,
-    /// when compressing does not make it smaller).
+    /// uncompressed (below the threshold, or, without context takeover and
+    /// with a threshold above 0, when compressing does not make it smaller).
     pub fn compress(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         if payload.len() < self.threshold {
             return None;

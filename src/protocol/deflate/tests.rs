@@ -93,10 +93,11 @@ fn rfc_7_2_3_1_and_2_compress() {
     assert_eq!(server.compress(b"Hello").as_deref(), Some(HELLO));
     // 7.2.3.2: the second message refers back into the first.
     assert_eq!(server.compress(b"Hello").as_deref(), Some(HELLO_AGAIN));
-    // Without context takeover every message starts afresh (and 7 bytes
-    // for 5 is not worth sending compressed).
+    // Without context takeover every message starts afresh (threshold 0:
+    // compressed even though 7 bytes for 5 does not pay).
     let (mut server, _) = pair(&config(false, 15));
-    assert_eq!(server.compress(b"Hello"), None);
+    assert_eq!(server.compress(b"Hello").as_deref(), Some(HELLO));
+    assert_eq!(server.compress(b"Hello").as_deref(), Some(HELLO));
     assert_eq!(
         codec::deflate(&mut codec::take_deflater(15, 5), b"Hello", false).as_deref(),
         Some(HELLO)
@@ -269,14 +270,15 @@ fn corrupt_data_is_rejected() {
 
 #[test]
 fn threshold_and_incompressible_messages_go_plain() {
-    let config = DeflateConfig {
-        threshold: 64,
-        ..DeflateConfig::default()
-    };
-    let (mut server, _) = pair(&config);
+    let (mut server, _) = pair(&DeflateConfig::default());
+    assert_eq!(DeflateConfig::default().threshold, 64);
     assert_eq!(server.compress(&[b'a'; 63]), None);
     assert!(server.compress(&[b'a'; 64]).is_some());
     assert_eq!(server.compress(&noise(1000)), None, "not smaller: sent plain");
+    // Threshold 0 compresses every message, shrinking or not.
+    let (mut server, mut client) = pair(&config(false, 15));
+    let data = server.compress(&noise(1000)).unwrap();
+    assert_eq!(inflate_all(&mut client, &data, 2000).unwrap(), noise(1000));
     // With takeover, noise must still be sent compressed (the window has it).
     let (mut server, mut client) = pair(&config_takeover_threshold(64));
     let data = server.compress(&noise(1000)).unwrap();
