@@ -337,35 +337,39 @@ impl Connection {
         }
         let msg = self.message.as_mut().expect("data frame belongs to a message");
         let start = msg.data.len();
+        let mut inflated = Ok(());
         if msg.compressed {
             let inflater = self.compression.as_mut().expect("compressed implies negotiated");
             let limit = self.limits.max_message_size;
-            match frame.mask {
-                None => inflater.inflate(piece, &mut msg.data, limit)?,
+            inflated = match frame.mask {
+                None => inflater.inflate(piece, &mut msg.data, limit),
                 Some(key) => {
                     // Unmask through a small stack buffer: the compressed bytes
                     // are needed only until the inflater has consumed them.
                     let mut scratch = [0u8; 4096];
                     let mut offset = frame.offset;
-                    for chunk in piece.chunks(scratch.len()) {
+                    piece.chunks(scratch.len()).try_for_each(|chunk| {
                         let buf = &mut scratch[..chunk.len()];
                         buf.copy_from_slice(chunk);
                         apply_mask(buf, key, offset);
                         offset += chunk.len();
-                        inflater.inflate(buf, &mut msg.data, limit)?;
-                    }
+                        inflater.inflate(buf, &mut msg.data, limit)
+                    })
                 }
-            }
+            };
         } else {
             msg.data.extend_from_slice(piece);
             if let Some(key) = frame.mask {
                 apply_mask(&mut msg.data[start..], key, frame.offset);
             }
         }
+        // What was inflated before an inflate error came first in the
+        // stream: its UTF-8 is judged first, so the error does not depend
+        // on how the bytes were split into reads.
         if msg.kind == MessageKind::Text {
             msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
         }
-        Ok(())
+        inflated
     }
 
     fn end_frame(&mut self) -> Result<Option<Event>, Error> {
@@ -397,10 +401,11 @@ impl Connection {
                 if msg.compressed {
                     let inflater = self.compression.as_mut().expect("compressed implies negotiated");
                     let start = msg.data.len();
-                    inflater.finish_message(&mut msg.data, self.limits.max_message_size)?;
+                    let finished = inflater.finish_message(&mut msg.data, self.limits.max_message_size);
                     if msg.kind == MessageKind::Text {
                         msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
                     }
+                    finished?;
                 }
                 match msg.kind {
                     MessageKind::Text => {
