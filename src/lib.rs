@@ -12,5 +12,5 @@ pub mod client;
 pub mod heap;
 pub mod http;
 pub mod net;
-pub mod rooms;
 pub mod protocol;
+pub mod rooms;

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     roomcast::heap::enable();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| Command::Serve(cli::ServeArgs::parse_from(["serve"])));
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(cli::ServeArgs::parse_from(["serve"])));
     let result = match command {
         Command::Serve(args) => run(args.server.config(), Rooms::new(args.room_config())),
         Command::Echo(args) => run(args.config(), Echo),

@@ -350,7 +350,10 @@ impl<A: App> Server<A> {
         };
         let protocol = handshake::select_protocol(&upgrade.protocols, &self.config.subprotocols);
         let deflate = &self.config.deflate;
-        let negotiated = deflate.enabled.then(|| deflate::negotiate(&upgrade.extensions, deflate)).flatten();
+        let negotiated = deflate
+            .enabled
+            .then(|| deflate::negotiate(&upgrade.extensions, deflate))
+            .flatten();
         let response = handshake::accept_response(&upgrade.key, protocol, negotiated.as_ref().map(|(_, h)| h.as_str()));
         let mut ws = Connection::new(Role::Server, self.config.limits);
         if let Some((params, _)) = &negotiated {
