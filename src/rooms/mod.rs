@@ -4,7 +4,7 @@
 //! sharing one namespace: `/ws` (JSON), `/ws/{room}` (chat tutorial) and
 //! `/pubsub/{topic}` (raw relay).
 //!
-//! Every fan-out goes through [`RoomEvent`]: it is encoded at most once per
+//! Every fan-out goes through `RoomEvent`: it is encoded at most once per
 //! dialect present in the room, framed once, and the same bytes are queued
 //! to every recipient of that dialect.
 

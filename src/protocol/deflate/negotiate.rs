@@ -22,8 +22,8 @@ const CLIENT_MAX_WINDOW_BITS: &str = "client_max_window_bits";
 ///
 /// The default meets the idle-memory budget: no context takeover in either
 /// direction, so a connection holds no zlib state between messages and a
-/// room broadcast is compressed once for all members ([`SharedCompressor`]
-/// (super::SharedCompressor)). Turn the two `*_no_context_takeover` flags
+/// room broadcast is compressed once for all members
+/// ([`SharedCompressor`](super::SharedCompressor)). Turn the two `*_no_context_takeover` flags
 /// off to trade ~50 KB (inflate) and ~380 KB (deflate) per connection for
 /// a 2-3x better ratio on small messages (see `docs/deflate.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
