@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, docs, unit/integration
 # tests, Autobahn conformance (when present) and a short fuzzing pass.
-# Runs from any directory; takes about 10-15 minutes on 2 cores from cold.
+# Runs from any directory. On 2 cores with warm build caches it took 15 min,
+# 12.5 of them Autobahn; from cold add the builds, installing cargo-fuzz
+# (~2 min) and the sanitizer build of the fuzz targets (~4 min).
 #
 # Environment:
-#   FUZZ_SECONDS  seconds per fuzz target (default 25, see fuzz/smoke.sh)
+#   FUZZ_SECONDS  seconds per fuzz target (default 20, see fuzz/smoke.sh)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A short fuzzing pass for CI: replays the committed regression inputs, then
-# runs every target for FUZZ_SECONDS (default 25) from its seeds. Fails on
+# runs every target for FUZZ_SECONDS (default 20) from its seeds. Fails on
 # any crash, panic, sanitizer report, leak or timeout.
 #
-#   bash fuzz/smoke.sh                      # all targets, 25 s each
+#   bash fuzz/smoke.sh                      # all targets, 20 s each
 #   FUZZ_SECONDS=5 FUZZ_TARGETS="frame" bash fuzz/smoke.sh
 #
 # Needs cargo-fuzz (installed here if missing). cargo-fuzz builds with
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 
-seconds=${FUZZ_SECONDS:-25}
+seconds=${FUZZ_SECONDS:-20}
 # Per-input time limit: anything slower is reported as a hang.
 input_timeout=${FUZZ_INPUT_TIMEOUT:-10}
 
