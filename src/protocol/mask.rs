@@ -8,7 +8,9 @@
 /// within the frame payload, so a payload can be processed in pieces.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     // Rotated as an integer: a slice rotation costs more than masking 16 bytes.
-    let key = u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32).to_le_bytes();
+    let key = u32::from_le_bytes(key)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes();
     let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
