@@ -8,7 +8,8 @@
 #
 # Environment: BENCH_WARMUP, BENCH_DURATION, BENCH_HOLD (seconds),
 # BENCH_SERVERS / BENCH_SCENARIOS (comma-separated names to keep),
-# BENCH_IDLE (idle connections in total), BENCH_ROUNDS. See docs/benchmarks.md.
+# BENCH_IDLE (idle connections in total), BENCH_ROUNDS, BENCH_QUIET_WAIT.
+# See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -142,6 +142,24 @@ fn connect_scenario_counts_handshakes_and_memory() {
 }
 
 #[test]
+fn connections_spread_over_source_addresses() {
+    let server = common::start(common::test_config(), Echo);
+    let mut c = common(server.addr, "/");
+    c.first_source = Some("127.0.0.2".parse().unwrap());
+    c.per_source_address = 20;
+    let report = bench::run_connect(&ConnectConfig {
+        common: c,
+        connections: 50,
+        hold: Duration::ZERO,
+    })
+    .unwrap();
+    let v = json_line(&report);
+    assert_eq!(f(&v, "opened"), 50.0, "{v}");
+    // 127.0.0.2, .3 and .4: 20 + 20 + 10.
+    assert_eq!(f(&v, "source_addresses"), 3.0);
+}
+
+#[test]
 fn refuses_targets_off_this_machine() {
     for url in [
         "ws://10.0.0.1:9001/",
