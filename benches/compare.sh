@@ -2,7 +2,7 @@
 # Side-by-side benchmark: roomcast against tokio-tungstenite, fastwebsockets,
 # node ws and uWebSockets.js (benches/peers/), driven by `roomcast bench`.
 #
-#   bash benches/compare.sh            # full run (about 10 minutes)
+#   bash benches/compare.sh            # full run (11 minutes or more: it waits for a quiet machine)
 #   bash benches/compare.sh --quick    # short runs (about 4 minutes)
 #   bash benches/compare.sh --no-build # reuse what is built
 #
