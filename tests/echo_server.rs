@@ -184,3 +184,26 @@ fn shutdown_sends_1001_to_every_client() {
         assert!(closed_by_peer(s));
     }
 }
+
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let server = echo(Config {
+        max_connections: 1,
+        ..test_config()
+    });
+    let _first = raw_ws(server.addr, "/");
+    let (status, head) = http(server.addr, &upgrade_request("/", ""));
+    assert_eq!(status, 503, "{head}");
+}
+
+#[test]
+fn an_idle_connection_is_closed_with_1000() {
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(150)),
+        ping_interval: None,
+        ..test_config()
+    };
+    let server = echo(config);
+    let mut s = raw_ws(server.addr, "/");
+    assert_eq!(read_close_code(&mut s), 1000);
+}
