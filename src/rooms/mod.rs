@@ -251,16 +251,14 @@ impl Rooms {
     /// Removes `id` from `name`, tells the others, drops the room if empty.
     fn leave(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, name: &str, user: &str) {
         let Some(room) = self.rooms.get_mut(name) else { return };
-        if !room.is_member(id) {
+        let Some((dialect, last)) = room.remove(id, user) else {
             return;
-        }
-        let dialect = room.members().iter().find(|(m, _)| *m == id).map(|(_, d)| *d);
-        let last = room.remove(id, user);
+        };
         self.members -= 1;
         if last {
             Self::fan_out(ctx, name, room, &RoomEvent::UserLeft(user), None);
         }
-        if dialect != Some(Dialect::PubSub) {
+        if dialect != Dialect::PubSub {
             Self::fan_out(ctx, name, room, &RoomEvent::OnlineUsers, None);
         }
         if room.is_empty() {

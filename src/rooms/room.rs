@@ -82,19 +82,18 @@ impl Room {
         *count == 1
     }
 
-    /// Removes a member; true when it was the user's last connection here.
-    pub fn remove(&mut self, id: ConnId, user: &str) -> bool {
-        let Some(pos) = self.positions.remove(&id) else {
-            return false;
-        };
+    /// Removes a member: its dialect, and whether it was the user's last
+    /// connection here; `None` if it was not a member.
+    pub fn remove(&mut self, id: ConnId, user: &str) -> Option<(Dialect, bool)> {
+        let pos = self.positions.remove(&id)?;
         let (_, dialect) = self.members.swap_remove(pos);
         if let Some(&(moved, _)) = self.members.get(pos) {
             self.positions.insert(moved, pos);
         }
         if dialect == Dialect::PubSub {
-            return false;
+            return Some((dialect, false));
         }
-        match self.users.get_mut(user) {
+        let last = match self.users.get_mut(user) {
             Some(count) if *count > 1 => {
                 *count -= 1;
                 false
@@ -104,7 +103,8 @@ impl Room {
                 true
             }
             None => false,
-        }
+        };
+        Some((dialect, last))
     }
 
     /// Present usernames, each once, sorted for stable output.
@@ -177,12 +177,13 @@ mod tests {
         assert!(room.add(id(3), Dialect::Json, "bob"));
         assert!(!room.add(id(4), Dialect::PubSub, "alice"));
         assert_eq!(room.users(), ["alice", "bob"]);
-        assert!(!room.remove(id(1), "alice"));
-        assert!(room.remove(id(2), "alice"));
-        assert!(!room.remove(id(4), "alice"));
+        assert_eq!(room.remove(id(1), "alice"), Some((Dialect::Json, false)));
+        assert_eq!(room.remove(id(2), "alice"), Some((Dialect::Chat, true)));
+        assert_eq!(room.remove(id(4), "alice"), Some((Dialect::PubSub, false)));
+        assert_eq!(room.remove(id(4), "alice"), None);
         assert_eq!(room.users(), ["bob"]);
         assert!(room.is_member(id(3)) && !room.is_member(id(1)));
-        assert!(room.remove(id(3), "bob"));
+        assert_eq!(room.remove(id(3), "bob"), Some((Dialect::Json, true)));
         assert!(room.is_empty());
     }
 
