@@ -9,16 +9,7 @@
 # then fails on the cases not run); AUTOBAHN_CLIENT_ARGS adds client flags.
 set -euo pipefail
 cd "$(dirname "$0")"
-root=$(cd .. && pwd)
-
-KOSOKU_VERSION=0.1.0
-venv=.venv
-if [ ! -x "$venv/bin/kosoku" ] || ! "$venv/bin/pip" show kosoku 2>/dev/null | grep -q "^Version: $KOSOKU_VERSION$"; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "kosoku==$KOSOKU_VERSION"
-fi
-
-(cd "$root" && cargo build --release --quiet)
+source ./setup.sh
 rm -rf reports/client reports/client-retry
 mkdir -p reports
 

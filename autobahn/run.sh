@@ -4,16 +4,7 @@
 # expected-server.json: any case that is not as expected fails the run.
 set -euo pipefail
 cd "$(dirname "$0")"
-root=$(cd .. && pwd)
-
-KOSOKU_VERSION=0.1.0
-venv=.venv
-if [ ! -x "$venv/bin/kosoku" ] || ! "$venv/bin/pip" show kosoku 2>/dev/null | grep -q "^Version: $KOSOKU_VERSION$"; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "kosoku==$KOSOKU_VERSION"
-fi
-
-(cd "$root" && cargo build --release --quiet)
+source ./setup.sh
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 rm -rf reports
 mkdir -p reports
