@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod heap;

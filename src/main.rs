@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The room server (the default command): /ws, /ws/{room}, /pubsub/{topic}, /health, /stats, /metrics.
-    Serve(cli::ServeArgs),
+    Serve(Box<cli::ServeArgs>),
     /// Echo every message back, on every path (conformance runs, benchmarks).
     Echo(cli::ServerArgs),
     /// Connect to a WebSocket server: stdin lines out, messages in (docs/client.md).
@@ -41,9 +41,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli
         .command
-        .unwrap_or_else(|| Command::Serve(cli::ServeArgs::parse_from(["serve"])));
+        .unwrap_or_else(|| Command::Serve(Box::new(cli::ServeArgs::parse_from(["serve"]))));
     let result = match command {
-        Command::Serve(args) => run(args.server.config(), Rooms::new(args.room_config())),
+        Command::Serve(args) => {
+            let auth = match args.auth.authenticator() {
+                Ok(auth) => auth,
+                Err(e) => {
+                    log::error!("auth configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if auth.enabled() {
+                log::info!("auth on: upgrades without a valid token or API key get 401");
+            } else {
+                log::warn!(
+                    "AUTH IS OFF: anyone can connect under any ?username= and join every room. \
+                     Configure --jwt-secret-file, --jwt-rs256-key, --jwt-es256-key or --api-keys \
+                     before exposing this server (README \"Security\")."
+                );
+            }
+            run(args.server.config(), Rooms::new(args.room_config()).with_auth(auth))
+        }
         Command::Echo(args) => run(args.config(), Echo),
         Command::Client(args) => return cli::client::run(args),
         Command::Bench(args) => return cli::bench::run(args),

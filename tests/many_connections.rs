@@ -102,6 +102,8 @@ fn ten_thousand_connections_held_and_released() {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["echo", "--listen", &format!("127.0.0.1:{port}"), "--ping-interval", "0"])
+        // All 10,000 come from 127.0.0.1 at once.
+        .args(["--max-connections-per-ip", "0", "--handshake-rate-per-ip", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 
 use clap::{Args, Parser, ValueEnum};
+use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
 use roomcast::net::{Config, OverflowPolicy, ShutdownHandle};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
@@ -12,6 +13,7 @@ use roomcast::rooms::rate::RateLimit;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,6 +40,19 @@ pub struct ServerArgs {
     /// Connections held at once (HTTP 503 beyond).
     #[arg(long, default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Connections one client address may hold (IPv6: per /64; HTTP 429 beyond; 0 = unlimited).
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// New connections per second one client address may open, with a
+    /// burst of twice that (HTTP 429 beyond; 0 = unlimited).
+    #[arg(long, default_value_t = 100.0)]
+    pub handshake_rate_per_ip: f64,
+    /// Pings per second a client may send, sustained (close 1008 beyond; 0 = unlimited).
+    #[arg(long, default_value_t = 10.0)]
+    pub ping_rate: f64,
+    /// Pings a client may send in a burst.
+    #[arg(long, default_value_t = 50.0)]
+    pub ping_burst: f64,
     /// Largest HTTP request head in bytes (431 beyond).
     #[arg(long, default_value_t = 8192)]
     pub max_head_size: usize,
@@ -108,6 +123,71 @@ pub struct ServeArgs {
     /// burst's worth while limited is closed with 1008.
     #[arg(long, default_value_t = 100.0)]
     pub burst: f64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication at the handshake (README "Security"). With none of the
+/// key flags, auth is off: anyone may connect under any `?username=`.
+#[derive(Args, Debug)]
+pub struct AuthArgs {
+    /// File holding the HS256 shared secret (at least 32 bytes; a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM file with the RSA public key for RS256 tokens.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_rs256_key: Option<PathBuf>,
+    /// PEM file with the P-256 public key for ES256 tokens.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_es256_key: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    #[arg(long, default_value_t = 30)]
+    pub jwt_leeway: u64,
+    /// Cookie that may carry the token (for browsers).
+    #[arg(long, default_value = auth::DEFAULT_COOKIE)]
+    pub auth_cookie: String,
+    /// File of hashed API keys for service clients (`X-API-Key` header; format in README).
+    #[arg(long, value_name = "FILE")]
+    pub api_keys: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// Reads the configured keys. Errors name the file, never its contents.
+    pub fn authenticator(&self) -> Result<Authenticator, String> {
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let secret = match &self.jwt_secret_file {
+            Some(path) => {
+                let mut secret = read(path)?;
+                while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    secret.pop();
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        let jwt = JwtVerifier::new(&JwtConfig {
+            hs256_secret: secret,
+            rs256_public_key_pem: self.jwt_rs256_key.as_ref().map(read).transpose()?,
+            es256_public_key_pem: self.jwt_es256_key.as_ref().map(read).transpose()?,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
+        })?;
+        let api_keys = match &self.api_keys {
+            Some(path) => {
+                let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+                Some(ApiKeys::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(Authenticator::new(jwt, api_keys, &self.auth_cookie, self.jwt_leeway))
+    }
 }
 
 impl ServeArgs {
@@ -139,6 +219,15 @@ impl ServerArgs {
             backlog: self.backlog,
             max_connections: self.max_connections,
             max_head_size: self.max_head_size,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_rate_per_ip: (self.handshake_rate_per_ip > 0.0).then(|| RateLimit {
+                per_second: self.handshake_rate_per_ip,
+                burst: (2.0 * self.handshake_rate_per_ip).max(1.0),
+            }),
+            ping_rate: (self.ping_rate > 0.0).then(|| RateLimit {
+                per_second: self.ping_rate,
+                burst: self.ping_burst.max(1.0),
+            }),
             handshake_timeout: secs(self.handshake_timeout),
             ping_interval: optional_secs(self.ping_interval),
             pong_timeout: secs(self.pong_timeout),

@@ -3,6 +3,7 @@
 
 use crate::net::Stats;
 use crate::protocol::handshake::server::http_response;
+use crate::rooms::RoomCounters;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -13,11 +14,41 @@ pub struct Snapshot<'a> {
     pub now: Instant,
     pub rooms: usize,
     pub members: usize,
-    pub rate_limited: u64,
+    pub counters: RoomCounters,
     /// Messages per second in and out since the previous snapshot.
     pub rates: (f64, f64),
     pub heap_bytes: Option<usize>,
     pub draining: bool,
+}
+
+/// Every abuse limit and how often it was hit, under one name each: the
+/// `limit` label of `roomcast_limit_hits_total` and the keys of `/stats`'
+/// `limits` object.
+fn limit_hits(s: &Snapshot) -> [(&'static str, u64); 12] {
+    let n = s.net;
+    let failures = |reason| n.handshake_failures.get(reason).copied().unwrap_or(0);
+    let closes = |code| n.protocol_error_codes.get(&code).copied().unwrap_or(0);
+    [
+        ("max_connections", n.rejected_full),
+        ("connections_per_ip", n.rejected_per_ip),
+        ("handshake_rate_per_ip", n.rejected_handshake_rate),
+        ("max_head_size", failures("request head too large")),
+        ("handshake_timeout", n.handshake_timeouts),
+        ("max_message_size", closes(1009)),
+        ("ping_rate", n.ping_flood_closes),
+        ("message_rate", s.counters.rate_limited),
+        ("message_rate_close", s.counters.rate_limit_closes),
+        ("rooms_per_connection", s.counters.too_many_rooms),
+        ("send_queue", n.slow_consumer_closes + n.dropped_messages),
+        ("token_expiry", s.counters.token_expired_closes),
+    ]
+}
+
+fn json_map<K: std::fmt::Display>(pairs: impl Iterator<Item = (K, u64)>) -> String {
+    let items: Vec<String> = pairs
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.to_string())))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 pub fn health(s: &Snapshot) -> Vec<u8> {
@@ -37,11 +68,10 @@ pub fn health(s: &Snapshot) -> Vec<u8> {
 
 pub fn stats(s: &Snapshot) -> Vec<u8> {
     let n = s.net;
-    let failures: Vec<String> = n
-        .handshake_failures
-        .iter()
-        .map(|(reason, count)| format!("{}:{count}", serde_json::Value::from(*reason)))
-        .collect();
+    let failures = json_map(n.handshake_failures.iter().map(|(k, v)| (k, *v)));
+    let codes = json_map(n.protocol_error_codes.iter().map(|(k, v)| (k, *v)));
+    let limits = json_map(limit_hits(s).into_iter());
+    let c = &s.counters;
     let body = format!(
         concat!(
             "{{\"connections_total\":{},\"connections_active\":{},",
@@ -49,7 +79,8 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
             "\"messages_in_per_second\":{:.1},\"messages_out_per_second\":{:.1},",
             "\"rooms\":{},\"members\":{},\"dropped_messages\":{},\"slow_consumer_closes\":{},",
             "\"rate_limited\":{},\"protocol_errors\":{},\"dead_peers\":{},\"idle_closes\":{},",
-            "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{{{}}},",
+            "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{},",
+            "\"protocol_errors_by_code\":{},\"limits\":{},\"not_authorized\":{},\"token_refreshes\":{},",
             "\"heap_bytes\":{},\"uptime_seconds\":{}}}"
         ),
         n.connections_total,
@@ -64,13 +95,17 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
         s.members,
         n.dropped_messages,
         n.slow_consumer_closes,
-        s.rate_limited,
+        c.rate_limited,
         n.protocol_errors,
         n.dead_peers,
         n.idle_closes,
         n.handshake_timeouts,
         n.rejected_full,
-        failures.join(","),
+        failures,
+        codes,
+        limits,
+        c.not_authorized,
+        c.refreshes,
         s.heap_bytes.map_or("null".to_owned(), |b| b.to_string()),
         s.now.duration_since(n.started).as_secs()
     );
@@ -145,7 +180,7 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         "rate_limited_total",
         "counter",
         "Messages refused by rate limits.",
-        s.rate_limited.to_string(),
+        s.counters.rate_limited.to_string(),
     );
     metric(
         "protocol_errors_total",
@@ -194,5 +229,36 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
     for (reason, count) in &n.handshake_failures {
         let _ = writeln!(out, "roomcast_handshake_failures_total{{reason=\"{reason}\"}} {count}");
     }
+    let mut family = |name: &str, help: &str, label: &str, values: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} counter");
+        for (value, count) in values {
+            let _ = writeln!(out, "roomcast_{name}{{{label}=\"{value}\"}} {count}");
+        }
+    };
+    family(
+        "protocol_errors_by_code_total",
+        "Connections failed for protocol errors, by close code.",
+        "code",
+        n.protocol_error_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    );
+    family(
+        "limit_hits_total",
+        "Times each abuse limit refused a connection, message or command.",
+        "limit",
+        limit_hits(s).iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    );
+    let _ = write!(
+        out,
+        concat!(
+            "# HELP roomcast_not_authorized_total Commands refused by the credential's room grants.\n",
+            "# TYPE roomcast_not_authorized_total counter\nroomcast_not_authorized_total {}\n",
+            "# HELP roomcast_token_refreshes_total Tokens renewed with `refresh`.\n",
+            "# TYPE roomcast_token_refreshes_total counter\nroomcast_token_refreshes_total {}\n"
+        ),
+        s.counters.not_authorized, s.counters.refreshes
+    );
     http_response(200, "", "text/plain; version=0.0.4; charset=utf-8", out.as_bytes())
 }

@@ -120,6 +120,14 @@ pub trait App {
 
     /// A connection whose messages were dropped has drained its queue.
     fn on_drained(&mut self, _ctx: &mut Ctx<'_, Self::State>, _id: ConnId, _dropped: u64) {}
+
+    /// The earliest time the application wants `on_timer` (e.g. a token expiry).
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called once `next_deadline` has passed.
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self::State>) {}
 }
 
 /// What the application can do to connections while handling an event.

@@ -1,5 +1,6 @@
 //! Event-loop settings, with their defaults in one place.
 
+use super::rate::RateLimit;
 use crate::protocol::Limits;
 use crate::protocol::deflate::DeflateConfig;
 use std::net::SocketAddr;
@@ -22,6 +23,15 @@ pub struct Config {
     pub backlog: i32,
     /// Connections held at once; beyond it new ones get HTTP 503.
     pub max_connections: usize,
+    /// Connections held at once per client address (IPv6: per /64); beyond
+    /// it HTTP 429. 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// New connections per second per client address (burst = 2 s worth);
+    /// beyond it HTTP 429. `None` = unlimited.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Pings a peer may send (sustained per second, and burst); a peer
+    /// beyond it is closed with 1008. `None` = unlimited.
+    pub ping_rate: Option<RateLimit>,
     /// Largest HTTP request head (431 beyond).
     pub max_head_size: usize,
     /// Time allowed for the whole upgrade request to arrive (slowloris).
@@ -58,6 +68,15 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             backlog: 4096,
             max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            handshake_rate_per_ip: Some(RateLimit {
+                per_second: 100.0,
+                burst: 200.0,
+            }),
+            ping_rate: Some(RateLimit {
+                per_second: 10.0,
+                burst: 50.0,
+            }),
             max_head_size: 8 * 1024,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(30)),

@@ -2,6 +2,7 @@
 
 use super::heartbeat::Heartbeat;
 use super::id::ConnId;
+use super::rate::TokenBucket;
 use super::send_queue::SendQueue;
 use crate::protocol::Connection;
 use crate::protocol::handshake::head::HeadReader;
@@ -48,6 +49,8 @@ pub struct Conn<S> {
     pub doomed: bool,
     /// Data messages dropped since the queue last drained.
     pub dropped: u64,
+    /// The ping-rate bucket, made at the first ping (most peers never ping).
+    pub pings: Option<Box<TokenBucket>>,
 }
 
 impl<S> Conn<S> {
@@ -65,6 +68,7 @@ impl<S> Conn<S> {
             shut: false,
             doomed: false,
             dropped: 0,
+            pings: None,
         }
     }
 }

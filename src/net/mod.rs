@@ -6,6 +6,8 @@ pub mod config;
 mod conn;
 pub mod heartbeat;
 pub mod id;
+mod per_ip;
+pub mod rate;
 pub mod send_queue;
 pub mod server;
 pub mod stats;

@@ -14,6 +14,8 @@ use super::config::Config;
 use super::conn::{Conn, Phase, lookup};
 use super::heartbeat::{Action, Heartbeat, Policy};
 use super::id::{ConnId, Generations, LISTENER};
+use super::per_ip::{self, PerIp, Refusal};
+use super::rate::{TokenBucket, Verdict};
 use super::send_queue::Chunk;
 use super::stats::Stats;
 use super::timers::Timers;
@@ -72,6 +74,7 @@ pub struct Server<A: App> {
     shutdown: ShutdownHandle,
     drain_deadline: Option<Instant>,
     next_housekeeping: Instant,
+    per_ip: PerIp,
 }
 
 impl<A: App> Server<A> {
@@ -102,6 +105,7 @@ impl<A: App> Server<A> {
             },
             drain_deadline: None,
             next_housekeeping: now,
+            per_ip: PerIp::default(),
         })
     }
 
@@ -167,6 +171,10 @@ impl<A: App> Server<A> {
                 self.read(id, now);
             }
             self.fire_timers(now);
+            if self.app.next_deadline().is_some_and(|at| now >= at) {
+                self.with_ctx(now, |app, ctx| app.on_timer(ctx));
+                self.finish_closing(now);
+            }
             self.housekeeping(now);
         }
     }
@@ -180,6 +188,7 @@ impl<A: App> Server<A> {
             .then_some(self.next_housekeeping);
         [
             self.timers.next_deadline(),
+            self.app.next_deadline(),
             self.accept_paused_until,
             self.drain_deadline,
             housekeeping,
@@ -188,6 +197,13 @@ impl<A: App> Server<A> {
         .flatten()
         .min()
         .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn per_ip_limits(&self) -> per_ip::Limits {
+        per_ip::Limits {
+            max_connections: self.config.max_connections_per_ip,
+            rate: self.config.handshake_rate_per_ip,
+        }
     }
 
     fn heartbeat_policy(&self) -> Policy {
@@ -253,6 +269,21 @@ impl<A: App> Server<A> {
             let _ = socket.write_all(&Rejection::new(503, "server full").response());
             return;
         }
+        if let Err(refusal) = self.per_ip.admit(peer.ip(), &self.per_ip_limits(), now) {
+            let reason = match refusal {
+                Refusal::Connections => {
+                    self.stats.rejected_per_ip += 1;
+                    "too many connections from this address"
+                }
+                Refusal::Rate => {
+                    self.stats.rejected_handshake_rate += 1;
+                    "too many new connections from this address"
+                }
+            };
+            debug!("refused {peer}: {reason}");
+            let _ = socket.write_all(&Rejection::new(429, reason).response());
+            return;
+        }
         if let Err(e) = socket.set_nodelay(true) {
             debug!("set_nodelay for {peer}: {e}");
         }
@@ -267,6 +298,7 @@ impl<A: App> Server<A> {
             .register(&mut socket, id.token(), Interest::READABLE)
         {
             warn!("register {peer}: {e}");
+            self.per_ip.release(peer.ip());
             return;
         }
         let deadline = now + self.config.handshake_timeout;
@@ -406,7 +438,9 @@ impl<A: App> Server<A> {
     /// that a later frame in the same read provokes.
     fn on_frames(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
         while !data.is_empty() {
-            let Some(conn) = self.conn(id) else { return };
+            let Some(conn) = lookup(&mut self.conns, id) else {
+                return;
+            };
             let (ws, heartbeat) = match &mut conn.phase {
                 Phase::Open { ws, heartbeat, .. } => (ws, Some(heartbeat)),
                 Phase::Closing(ws) => (ws, None),
@@ -422,6 +456,7 @@ impl<A: App> Server<A> {
                 Err(err) => {
                     debug!("protocol error from {}: {err}", conn.peer);
                     self.stats.protocol_errors += 1;
+                    *self.stats.protocol_error_codes.entry(err.close_code().0).or_default() += 1;
                     self.flush_protocol_output(id);
                     self.leave_open(id, CloseReason::ProtocolError(err.close_code()), now);
                     return self.drain(id, now);
@@ -431,6 +466,23 @@ impl<A: App> Server<A> {
                 heartbeat.heard(now, matches!(event, Event::Text(_) | Event::Binary(_)));
             }
             let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
+            if open
+                && matches!(event, Some(Event::Ping(_)))
+                && let Some(limit) = self.config.ping_rate
+            {
+                let bucket = conn
+                    .pings
+                    .get_or_insert_with(|| Box::new(TokenBucket::new(&limit, now)));
+                if bucket.take(&limit, now) != Verdict::Allow {
+                    debug!("ping flood from {}", conn.peer);
+                    self.stats.ping_flood_closes += 1;
+                    conn.doomed = true;
+                    self.closing.push((id, CloseCode::POLICY, "ping flood"));
+                    self.flush_protocol_output(id);
+                    self.finish_closing(now);
+                    continue;
+                }
+            }
             match event {
                 Some(Event::Text(data)) => self.deliver(id, open, MessageKind::Text, data, now),
                 Some(Event::Binary(data)) => self.deliver(id, open, MessageKind::Binary, data, now),
@@ -522,6 +574,7 @@ impl<A: App> Server<A> {
             return;
         }
         let mut conn = self.conns.remove(id.index as usize);
+        self.per_ip.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("deregister {}: {e}", conn.peer);
         }
@@ -603,6 +656,8 @@ impl<A: App> Server<A> {
             return;
         }
         self.next_housekeeping = now + Duration::from_secs(1);
+        let limits = self.per_ip_limits();
+        self.per_ip.prune(&limits, now);
         let conns = &self.conns;
         self.timers.compact(conns.len(), |at, id| {
             conns

@@ -26,6 +26,15 @@ pub struct Stats {
     pub handshake_timeouts: u64,
     /// Connections refused because `max_connections` was reached.
     pub rejected_full: u64,
+    /// Connections refused at `max_connections_per_ip`.
+    pub rejected_per_ip: u64,
+    /// Connections refused at `handshake_rate_per_ip`.
+    pub rejected_handshake_rate: u64,
+    /// Connections closed for sending pings beyond `ping_rate`.
+    pub ping_flood_closes: u64,
+    /// Protocol errors by the close code we failed the connection with
+    /// (1002 protocol, 1007 bad payload, 1009 too big, ...).
+    pub protocol_error_codes: BTreeMap<u16, u64>,
     /// Handshakes rejected, by reason.
     pub handshake_failures: BTreeMap<&'static str, u64>,
 }
@@ -47,6 +56,10 @@ impl Stats {
             idle_closes: 0,
             handshake_timeouts: 0,
             rejected_full: 0,
+            rejected_per_ip: 0,
+            rejected_handshake_rate: 0,
+            ping_flood_closes: 0,
+            protocol_error_codes: BTreeMap::new(),
             handshake_failures: BTreeMap::new(),
         }
     }

@@ -9,22 +9,27 @@
 //! to every recipient of that dialect.
 
 pub mod names;
-pub mod rate;
 pub mod room;
 pub mod wire;
 
+/// Token buckets live in the I/O layer, which limits pings and handshakes with them too.
+pub use crate::net::rate;
+
+use crate::auth::{Authenticator, Grants, Identity};
 use crate::http::{self, Snapshot};
 use crate::net::{App, CloseReason, ConnId, Ctx, Outgoing, Route, Stats};
 use crate::protocol::handshake::head::Request;
 use crate::protocol::handshake::server::{Rejection, http_response};
 use crate::protocol::{CloseCode, MessageKind};
+use log::warn;
 use rate::{RateLimit, TokenBucket, Verdict};
 use room::{Dialect, Room, Stored};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wire::{ChatEnvelope, Command, CommandError, ErrorCode, Event, StoredMessage};
 
 /// Room-server settings; defaults per docs/protocol.md.
@@ -62,6 +67,43 @@ pub struct Session {
     /// The room a `/ws/{room}` or `/pubsub/{topic}` connection joins on open.
     auto_join: Option<String>,
     bucket: Option<TokenBucket>,
+    /// What the credential allows; `None` while auth is off (everything).
+    auth: Option<Box<SessionAuth>>,
+}
+
+/// An authenticated session's grants and expiry.
+#[derive(Debug)]
+struct SessionAuth {
+    grants: Grants,
+    /// When the credential expires (leeway included); `None` for API keys.
+    deadline: Option<Instant>,
+}
+
+impl Session {
+    fn can_join(&self, room: &str) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.grants.can_join(room))
+    }
+
+    fn can_publish(&self, room: &str) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.grants.can_publish(room))
+    }
+}
+
+/// Counters of the room layer's limits and refusals, for `/stats` and `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoomCounters {
+    /// Messages refused by the per-connection rate limit.
+    pub rate_limited: u64,
+    /// Connections closed for exceeding the rate limit while limited (1008).
+    pub rate_limit_closes: u64,
+    /// Joins refused at the rooms-per-connection limit.
+    pub too_many_rooms: u64,
+    /// Commands refused by the credential's grants (`not_authorized`).
+    pub not_authorized: u64,
+    /// Connections closed because their token expired (1008).
+    pub token_expired_closes: u64,
+    /// Tokens renewed with `refresh`.
+    pub refreshes: u64,
 }
 
 /// What happened in a room, before it is encoded for each dialect.
@@ -137,11 +179,16 @@ impl RoomEvent<'_> {
 #[derive(Debug, Default)]
 pub struct Rooms {
     config: RoomConfig,
+    auth: Authenticator,
+    /// Token expiries (connection, deadline); stale entries are skipped.
+    expiries: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Open sessions with an expiring credential.
+    timed_sessions: usize,
     rooms: HashMap<String, Room>,
     /// Open connections per username, for direct messages.
     users: HashMap<String, Vec<ConnId>>,
     members: usize,
-    rate_limited: u64,
+    counters: RoomCounters,
     /// (time, messages in, messages out) at the previous `/stats` snapshot.
     last_sample: Option<(Instant, u64, u64)>,
 }
@@ -158,6 +205,12 @@ impl Rooms {
             config,
             ..Rooms::default()
         }
+    }
+
+    /// Authenticates upgrades with `auth` (see README "Security").
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        self.auth = auth;
+        self
     }
 
     pub fn room_count(&self) -> usize {
@@ -178,7 +231,7 @@ impl Rooms {
             now,
             rooms: self.rooms.len(),
             members: self.members,
-            rate_limited: self.rate_limited,
+            counters: self.counters,
             rates,
             heap_bytes: crate::heap::live_bytes(),
             draining,
@@ -225,10 +278,15 @@ impl Rooms {
     fn join(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, name: &str) -> Result<bool, ErrorCode> {
         let max = self.config.max_rooms_per_connection;
         let Some(session) = ctx.state(id) else { return Ok(false) };
+        if !session.can_join(name) {
+            self.counters.not_authorized += 1;
+            return Err(ErrorCode::NotAuthorized);
+        }
         if session.rooms.iter().any(|r| r == name) {
             return Ok(false);
         }
         if session.rooms.len() >= max {
+            self.counters.too_many_rooms += 1;
             return Err(ErrorCode::TooManyRooms);
         }
         session.rooms.push(name.to_owned());
@@ -291,6 +349,62 @@ impl Rooms {
         if member { Ok(()) } else { Err(ErrorCode::NotMember) }
     }
 
+    /// A member that may also publish (messages, typing) to `name`.
+    fn publisher_room(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, name: &str) -> Result<(), ErrorCode> {
+        self.member_room(ctx, id, name)?;
+        if ctx.state(id).is_some_and(|s| s.can_publish(name)) {
+            Ok(())
+        } else {
+            self.counters.not_authorized += 1;
+            Err(ErrorCode::NotAuthorized)
+        }
+    }
+
+    /// Replaces an authenticated session's credential with a fresh token
+    /// for the same user; rooms the new grants exclude are left.
+    fn refresh(
+        &mut self,
+        ctx: &mut Ctx<'_, Session>,
+        id: ConnId,
+        req_id: Option<&Value>,
+        token: &str,
+    ) -> Result<(), CommandError> {
+        let refuse = |message: &str| CommandError::new(req_id.cloned(), ErrorCode::NotAuthorized, message);
+        let now = ctx.now();
+        let Some(session) = ctx.state(id) else { return Ok(()) };
+        if session.auth.is_none() || !self.auth.enabled() {
+            return Err(refuse("auth is off: there is no token to refresh"));
+        }
+        let identity = self.auth.verify_token(token).map_err(|e| refuse(e.0))?;
+        if identity.user != session.user {
+            return Err(refuse("the token is for another user"));
+        }
+        let deadline = expiry_deadline(&identity, self.auth.leeway(), now);
+        let user = session.user.clone();
+        let excluded: Vec<String> = session
+            .rooms
+            .iter()
+            .filter(|r| !identity.grants.can_join(r))
+            .cloned()
+            .collect();
+        session.rooms.retain(|r| identity.grants.can_join(r));
+        session.auth = Some(Box::new(SessionAuth {
+            grants: identity.grants,
+            deadline,
+        }));
+        if let Some(at) = deadline {
+            self.expiries.push(Reverse((at, id)));
+        }
+        self.counters.refreshes += 1;
+        for name in excluded {
+            self.leave(ctx, id, &name, &user);
+            Self::reply(ctx, id, Event::Left { id: None, room: &name });
+        }
+        let exp = identity.expires.unwrap_or(0);
+        Self::reply(ctx, id, Event::Refreshed { id: req_id, exp });
+        Ok(())
+    }
+
     fn check_size(&self, content: &Value) -> Result<(), ErrorCode> {
         // Measured as compact JSON, the size it has in every event.
         let size = serde_json::to_vec(content).map_or(usize::MAX, |v| v.len());
@@ -307,6 +421,13 @@ impl Rooms {
             Err(err) => return Self::error(ctx, id, &err),
         };
         let req_id = request.id.clone();
+        if let Command::Refresh { token } = &request.command {
+            if let Err(err) = self.refresh(ctx, id, req_id.as_ref(), token) {
+                self.counters.not_authorized += 1;
+                Self::error(ctx, id, &err);
+            }
+            return;
+        }
         if let Err(code) = self.execute(ctx, id, request) {
             let message = match code {
                 ErrorCode::InvalidRoom => "room names are 1-128 bytes of A-Z a-z 0-9 . _ : -",
@@ -314,6 +435,7 @@ impl Rooms {
                 ErrorCode::TooManyRooms => "too many rooms on this connection",
                 ErrorCode::UserOffline => "no connection of that user is online",
                 ErrorCode::MessageTooLarge => "content exceeds the size limit",
+                ErrorCode::NotAuthorized => "your credential does not allow this room",
                 _ => "command failed",
             };
             Self::error(ctx, id, &CommandError::new(req_id, code, message));
@@ -371,7 +493,7 @@ impl Rooms {
                 );
             }
             Command::Broadcast { room: name, content } => {
-                self.member_room(ctx, id, &name)?;
+                self.publisher_room(ctx, id, &name)?;
                 self.check_size(&content)?;
                 self.publish(ctx, &name, &user, content);
                 ack(ctx);
@@ -400,7 +522,7 @@ impl Rooms {
                 ack(ctx);
             }
             Command::Typing { room: name, typing } => {
-                self.member_room(ctx, id, &name)?;
+                self.publisher_room(ctx, id, &name)?;
                 let room = &self.rooms[&name];
                 Self::fan_out(ctx, &name, room, &RoomEvent::Typing { user: &user, typing }, Some(id));
                 ack(ctx);
@@ -445,9 +567,18 @@ impl Rooms {
                     },
                 );
             }
+            // Handled before: it answers with its own error messages.
+            Command::Refresh { .. } => {}
         }
         Ok(())
     }
+}
+
+/// When a session authenticated with `identity` must end: `exp` plus the
+/// leeway, as an `Instant` on the loop's clock.
+fn expiry_deadline(identity: &Identity, leeway: u64, now: Instant) -> Option<Instant> {
+    let end_ms = identity.expires?.saturating_add(leeway).saturating_mul(1000);
+    Some(now + Duration::from_millis(end_ms.saturating_sub(now_ms())))
 }
 
 /// Splits `/prefix/{name}` paths; the name is percent-decoded.
@@ -459,7 +590,7 @@ fn path_name<'a>(path: &'a str, prefix: &str) -> Option<String> {
 impl App for Rooms {
     type State = Session;
 
-    fn route(&mut self, req: &Request, _peer: SocketAddr, stats: &Stats, draining: bool) -> Route<Session> {
+    fn route(&mut self, req: &Request, peer: SocketAddr, stats: &Stats, draining: bool) -> Route<Session> {
         let path = req.path();
         if matches!(path, "/health" | "/stats" | "/metrics") {
             if req.method != "GET" && req.method != "HEAD" {
@@ -488,11 +619,35 @@ impl App for Rooms {
         if auto_join.as_deref().is_some_and(|r| !names::valid_room(r)) {
             return Route::Reject(Rejection::new(400, "invalid room name"));
         }
-        let user = match (username, dialect) {
-            (Some(u), _) if names::valid_user(&u) => u,
-            (Some(_), _) => return Route::Reject(Rejection::new(400, "invalid username")),
-            (None, Dialect::PubSub) => String::new(),
-            (None, _) => return Route::Reject(Rejection::new(400, "missing username")),
+        let (user, auth) = if self.auth.enabled() {
+            // The identity is the credential's; `?username=` is ignored.
+            let identity = match self.auth.authenticate(req) {
+                Ok(identity) => identity,
+                Err(err) => {
+                    warn!("authentication failed from {peer}: {err}");
+                    return Route::Reject(Rejection::new(401, err.0));
+                }
+            };
+            if let Some(room) = &auto_join
+                && !identity.grants.can_join(room)
+            {
+                warn!("{} from {peer} is not authorized for room {room}", identity.user);
+                return Route::Reject(Rejection::new(403, "not authorized for this room"));
+            }
+            let deadline = expiry_deadline(&identity, self.auth.leeway(), Instant::now());
+            let auth = SessionAuth {
+                grants: identity.grants,
+                deadline,
+            };
+            (identity.user, Some(Box::new(auth)))
+        } else {
+            let user = match (username, dialect) {
+                (Some(u), _) if names::valid_user(&u) => u,
+                (Some(_), _) => return Route::Reject(Rejection::new(400, "invalid username")),
+                (None, Dialect::PubSub) => String::new(),
+                (None, _) => return Route::Reject(Rejection::new(400, "missing username")),
+            };
+            (user, None)
         };
         Route::Upgrade(Session {
             user,
@@ -500,6 +655,7 @@ impl App for Rooms {
             rooms: Vec::new(),
             auto_join,
             bucket: None,
+            auth,
         })
     }
 
@@ -509,6 +665,10 @@ impl App for Rooms {
         let Some(session) = ctx.state(id) else { return };
         session.bucket = Some(TokenBucket::new(&rate, now));
         let (user, dialect, auto_join) = (session.user.clone(), session.dialect, session.auto_join.take());
+        if let Some(at) = session.auth.as_ref().and_then(|a| a.deadline) {
+            self.expiries.push(Reverse((at, id)));
+            self.timed_sessions += 1;
+        }
         if !user.is_empty() {
             self.users.entry(user.clone()).or_default().push(id);
         }
@@ -529,10 +689,11 @@ impl App for Rooms {
         let verdict = session.bucket.as_mut().map_or(Verdict::Allow, |b| b.take(&rate, now));
         let (user, dialect) = (session.user.clone(), session.dialect);
         let home = session.rooms.first().cloned();
+        let may_publish = home.as_ref().is_none_or(|room| session.can_publish(room));
         match verdict {
             Verdict::Allow => {}
             Verdict::Limited => {
-                self.rate_limited += 1;
+                self.counters.rate_limited += 1;
                 if dialect == Dialect::Json {
                     let err = CommandError::new(None, ErrorCode::RateLimited, "slow down");
                     Self::error(ctx, id, &err);
@@ -540,7 +701,8 @@ impl App for Rooms {
                 return;
             }
             Verdict::Abuse => {
-                self.rate_limited += 1;
+                self.counters.rate_limited += 1;
+                self.counters.rate_limit_closes += 1;
                 return ctx.close(id, CloseCode::POLICY, "rate limit exceeded");
             }
         }
@@ -548,6 +710,11 @@ impl App for Rooms {
             (Dialect::Json, MessageKind::Text) => self.command(ctx, id, &data),
             (Dialect::Json, MessageKind::Binary) => {
                 ctx.close(id, CloseCode::UNSUPPORTED_DATA, "binary messages are not part of /ws")
+            }
+            (_, _) if !may_publish => {
+                // These dialects have no error envelope: a read-only member that publishes is closed.
+                self.counters.not_authorized += 1;
+                ctx.close(id, CloseCode::POLICY, "not authorized to publish to this room")
             }
             (_, MessageKind::Text) => {
                 let Some(room) = home else { return };
@@ -568,6 +735,16 @@ impl App for Rooms {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, session: Session, _reason: CloseReason) {
+        if session.auth.as_ref().is_some_and(|a| a.deadline.is_some()) {
+            self.timed_sessions -= 1;
+            // Entries of closed sessions wait for their deadline; under churn
+            // with long-lived tokens, drop them before they pile up.
+            if self.expiries.len() > 2 * self.timed_sessions + 64 {
+                self.expiries.retain(|Reverse((at, id))| {
+                    ctx.state(*id).and_then(|s| s.auth.as_ref()).and_then(|a| a.deadline) == Some(*at)
+                });
+            }
+        }
         for name in &session.rooms {
             self.leave(ctx, id, name, &session.user);
         }
@@ -575,6 +752,27 @@ impl App for Rooms {
             conns.retain(|c| *c != id);
             if conns.is_empty() {
                 self.users.remove(&session.user);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Closes connections whose token expired without a `refresh`.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Session>) {
+        let now = ctx.now();
+        while let Some(&Reverse((at, id))) = self.expiries.peek() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop();
+            // A refreshed session has a later deadline; its old entry is stale.
+            let current = ctx.state(id).and_then(|s| s.auth.as_ref()).and_then(|a| a.deadline);
+            if current == Some(at) {
+                self.counters.token_expired_closes += 1;
+                ctx.close(id, CloseCode::POLICY, "token expired");
             }
         }
     }

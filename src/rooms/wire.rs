@@ -84,6 +84,10 @@ pub enum Command {
         since: Option<u64>,
         limit: Option<usize>,
     },
+    /// A fresh token for this connection (same `sub`) before the old one expires.
+    Refresh {
+        token: String,
+    },
 }
 
 /// A command with the `id` its reply must carry.
@@ -173,6 +177,9 @@ pub fn parse(bytes: &[u8]) -> Result<Request, CommandError> {
             since: count(&obj, "since")?,
             limit: count(&obj, "limit")?.map(|l| l.min(usize::MAX as u64) as usize),
         },
+        "refresh" => Command::Refresh {
+            token: string(&obj, "token")?,
+        },
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -249,6 +256,12 @@ pub enum Event<'a> {
     },
     Ack {
         id: &'a Value,
+    },
+    /// The reply to `refresh`: the new expiry, Unix seconds.
+    Refreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        exp: u64,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +340,7 @@ mod tests {
         assert!(parse(br#"{"type":"typing","room":"a","typing":false}"#).is_ok());
         assert!(parse(br#"{"type":"history","room":"a","limit":2}"#).is_ok());
         assert!(parse(br#"{"type":"direct","to":"bob","content":null}"#).is_ok());
+        assert!(parse(br#"{"type":"refresh","token":"a.b.c"}"#).is_ok());
     }
 
     #[test]

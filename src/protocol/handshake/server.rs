@@ -24,6 +24,8 @@ impl Rejection {
         let extra = match self.status {
             426 => "Sec-WebSocket-Version: 13\r\n",
             405 => "Allow: GET\r\n",
+            401 => "WWW-Authenticate: Bearer realm=\"roomcast\"\r\n",
+            429 => "Retry-After: 1\r\n",
             _ => "",
         };
         http_response(self.status, extra, "text/plain; charset=utf-8", self.reason.as_bytes())

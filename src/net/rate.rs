@@ -1,4 +1,5 @@
-//! Token-bucket rate limiting, with time passed in.
+//! Token-bucket rate limiting, with time passed in: messages per
+//! connection (rooms), pings per connection and handshakes per address.
 
 use std::time::Instant;
 
@@ -35,6 +36,12 @@ impl TokenBucket {
             updated: now,
             strikes: 0,
         }
+    }
+
+    /// Whether the bucket would be full at `now` (nothing to remember).
+    pub fn is_full(&self, limit: &RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens + elapsed * limit.per_second >= limit.burst
     }
 
     pub fn take(&mut self, limit: &RateLimit, now: Instant) -> Verdict {
