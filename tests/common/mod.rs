@@ -67,8 +67,19 @@ pub fn raw(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A raw TCP connection from `source` (another 127.x address on loopback).
+pub fn raw_from(addr: SocketAddr, source: std::net::IpAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 /// Reads an HTTP response head; returns (status, head text).
-pub fn read_head(s: &mut TcpStream) -> (u16, String) {
+pub fn read_head<S: Read + ?Sized>(s: &mut S) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -107,7 +118,7 @@ pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one unmasked server frame: (opcode, payload).
-pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+pub fn read_frame<S: Read + ?Sized>(s: &mut S) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
     s.read_exact(&mut head).unwrap();
     let len = match head[1] & 0x7F {
@@ -129,7 +140,7 @@ pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 }
 
 /// Reads a close frame and returns its code.
-pub fn read_close_code(s: &mut TcpStream) -> u16 {
+pub fn read_close_code<S: Read + ?Sized>(s: &mut S) -> u16 {
     loop {
         let (op, payload) = read_frame(s);
         if op == 8 {
@@ -139,7 +150,7 @@ pub fn read_close_code(s: &mut TcpStream) -> u16 {
 }
 
 /// True if the peer closes the TCP connection (EOF or reset) within the read timeout.
-pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+pub fn closed_by_peer<S: Read + ?Sized>(s: &mut S) -> bool {
     let mut buf = [0u8; 1024];
     loop {
         match s.read(&mut buf) {
@@ -149,4 +160,71 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// A byte stream to the server: plain TCP, or TLS over it.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// How a test reaches the server. Tests that run over every transport
+/// take one and use it both to configure the server and to dial it.
+pub enum Transport {
+    Plain,
+}
+
+impl Transport {
+    pub fn all() -> Vec<Transport> {
+        vec![Transport::Plain]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Plain => "plain",
+        }
+    }
+
+    /// The server config for this transport.
+    pub fn config(&self, config: Config) -> Config {
+        match self {
+            Transport::Plain => config,
+        }
+    }
+
+    /// A connected stream with a read timeout.
+    pub fn dial(&self, addr: SocketAddr) -> Box<dyn Stream> {
+        match self {
+            Transport::Plain => Box::new(raw(addr)),
+        }
+    }
+
+    /// Like `dial`, from another loopback source address (for per-address limits).
+    pub fn dial_from(&self, addr: SocketAddr, source: std::net::IpAddr) -> Box<dyn Stream> {
+        match self {
+            Transport::Plain => Box::new(raw_from(addr, source)),
+        }
+    }
+
+    /// The WebSocket URL scheme.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Plain => "ws",
+        }
+    }
+}
+
+/// The value of a Prometheus sample line `name` (with labels, if any).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// GET `path` as plain HTTP over `stream`; the whole response.
+pub fn get(mut stream: Box<dyn Stream>, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
