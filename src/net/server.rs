@@ -17,6 +17,7 @@ use super::id::{ConnId, Generations, LISTENER};
 use super::send_queue::Chunk;
 use super::stats::Stats;
 use super::timers::Timers;
+use super::transport::{Transport, tls_failure};
 use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
 use crate::protocol::handshake::server::{self as handshake, Rejection};
@@ -256,6 +257,10 @@ impl<A: App> Server<A> {
         if let Err(e) = socket.set_nodelay(true) {
             debug!("set_nodelay for {peer}: {e}");
         }
+        let mut socket = match Transport::accept(socket, self.config.tls.as_ref()) {
+            Ok(socket) => socket,
+            Err(e) => return warn!("TLS session for {peer}: {e}"),
+        };
         let entry = self.conns.vacant_entry();
         let id = ConnId {
             index: entry.key() as u32,
@@ -280,6 +285,10 @@ impl<A: App> Server<A> {
         let mut buf = std::mem::take(&mut self.read_buf);
         self.read_into(id, &mut buf, now);
         self.read_buf = buf;
+        // A TLS handshake answers before any HTTP bytes arrive.
+        if self.conn(id).is_some_and(|c| c.socket.tls_pending()) {
+            self.mark_dirty(id);
+        }
     }
 
     fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant) {
@@ -309,6 +318,11 @@ impl<A: App> Server<A> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("read from {}: {e}", conn.peer);
+                    match tls_failure(&e) {
+                        Some(f) if f.handshaking => self.stats.handshake_failed("TLS handshake failed"),
+                        Some(_) => self.stats.protocol_errors += 1,
+                        None => {}
+                    }
                     return self.remove(id, now);
                 }
             }
@@ -543,7 +557,9 @@ impl<A: App> Server<A> {
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
         let Some(conn) = self.conn(id) else { return };
-        let written = match conn.out.write_to(&mut conn.socket) {
+        // A draining TLS connection sends close_notify after its last bytes.
+        let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
+        let written = match conn.socket.write_queue(&mut conn.out, close) {
             Ok(n) => n,
             Err(e) => {
                 debug!("write to {}: {e}", conn.peer);
@@ -554,7 +570,7 @@ impl<A: App> Server<A> {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        let pending = !conn.out.is_empty();
+        let pending = !conn.out.is_empty() || conn.socket.tls_pending();
         if pending != conn.want_write {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
