@@ -150,3 +150,106 @@ pub fn closed_by_peer(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+// ---------------------------------------------------------------- TLS
+
+/// A certificate authority made for one test, and server certificates it
+/// signs (rcgen, ring backend).
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM: what a client trusts.
+    pub cert_pem: String,
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A server certificate and its private key, PEM.
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1.
+    pub fn server_cert(&self) -> ServerCert {
+        self.cert_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A certificate for these DNS names and IP addresses.
+    pub fn cert_for(&self, names: &[&str]) -> ServerCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, &names[0]);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A rustls client config that trusts this CA only.
+    pub fn client_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+}
+
+impl ServerCert {
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        roomcast::net::tls::server_config(self.cert_pem.as_bytes(), self.key_pem.as_bytes()).unwrap()
+    }
+}
+
+/// `test_config()` serving TLS with `cert`.
+pub fn tls_test_config(cert: &ServerCert) -> Config {
+    Config {
+        tls: Some(roomcast::net::TlsConfig::new(cert.server_config())),
+        ..test_config()
+    }
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client connection to `addr` verified against `ca` for `localhost`;
+/// the handshake completes before it returns.
+pub fn tls_connect(addr: SocketAddr, ca: &TestCa) -> Result<TlsStream, std::io::Error> {
+    let mut tcp = raw(addr);
+    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(ca.client_config(), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// A tungstenite client over our own rustls stream (`wss://` at `path`).
+pub fn wss(addr: SocketAddr, ca: &TestCa, path: &str) -> tungstenite::WebSocket<TlsStream> {
+    let stream = tls_connect(addr, ca).expect("TLS handshake");
+    let (ws, response) = tungstenite::client::client(format!("wss://localhost:{}{path}", addr.port()), stream)
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
