@@ -21,6 +21,8 @@ section "Debian packages"
 # expected on PATH; autobahn/run.sh makes a Python venv for its client.
 packages=()
 [ -f autobahn/run.sh ] && packages+=(python3 python3-venv)
+# autobahn/tls.sh: socat relays the TLS cases, openssl makes their certificate.
+[ -f autobahn/tls.sh ] && packages+=(socat openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,8 +4,13 @@ Every case must be present and its behavior and close behavior must equal
 the expected ones. The expected file may say INFORMATIONAL only for cases
 whose case file reports INFORMATIONAL whatever the implementation does
 (7.1.6, 7.13.1, 7.13.2); everything else must be OK.
+
+`--select "1.* 12.1.*"` (before the other arguments) limits the expected
+cases to those matching the globs, as kosoku's -i selected them; every
+selected case must still be present.
 """
 
+import fnmatch
 import json
 import sys
 
@@ -16,9 +21,19 @@ def key(case):
     return [int(p) for p in case.split(".")]
 
 
-def main(expected_path, index_path):
-    with open(expected_path) as f:
+SELECT = None
+
+
+def load_expected(path):
+    with open(path) as f:
         expected = json.load(f)
+    if SELECT is None:
+        return expected
+    return {c: v for c, v in expected.items() if any(fnmatch.fnmatchcase(c, g) for g in SELECT)}
+
+
+def main(expected_path, index_path):
+    expected = load_expected(expected_path)
     with open(index_path) as f:
         index = json.load(f)
     (agent,) = index.values()
@@ -55,8 +70,7 @@ def main(expected_path, index_path):
 
 def failed(expected_path, index_path):
     """Prints the ids of cases whose verdict differs from the expected one."""
-    with open(expected_path) as f:
-        expected = json.load(f)
+    expected = load_expected(expected_path)
     with open(index_path) as f:
         (agent,) = json.load(f).values()
     bad = [c for c, want in expected.items() if (agent.get(c) or {}).get("behavior") != want
@@ -82,6 +96,9 @@ def merge(index_path, retry_path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--select":
+        SELECT = sys.argv[2].split()
+        del sys.argv[1:3]
     if sys.argv[1] == "--failed":
         sys.exit(failed(sys.argv[2], sys.argv[3]))
     if sys.argv[1] == "--merge":

@@ -46,6 +46,11 @@ fi
 
 python3 check.py expected-server.json reports/server/index.json
 
+# The same server cases over TLS (a selection; tls.sh says which).
+if [ -f tls.sh ]; then
+  bash tls.sh
+fi
+
 if [ -f client.sh ]; then
   bash client.sh
 fi

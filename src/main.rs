@@ -60,9 +60,9 @@ fn main() -> ExitCode {
                      before exposing this server (README \"Security\")."
                 );
             }
-            run(args.server.config(), Rooms::new(args.room_config()).with_auth(auth))
+            run(&args.server, Rooms::new(args.room_config()).with_auth(auth))
         }
-        Command::Echo(args) => run(args.config(), Echo),
+        Command::Echo(args) => run(&args, Echo),
         Command::Client(args) => return cli::client::run(args),
         Command::Bench(args) => return cli::bench::run(args),
     };
@@ -75,9 +75,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run<A: App>(config: Config, app: A) -> std::io::Result<()> {
+fn run<A: App>(args: &cli::ServerArgs, app: A) -> std::io::Result<()> {
+    let config = Config {
+        tls: args.tls()?,
+        ..args.config()
+    };
+    let tls = config.tls.clone();
     let mut server = Server::bind(config, app)?;
-    cli::stop_on_signals(server.shutdown_handle())?;
-    log::info!("listening on {}", server.local_addr());
+    cli::stop_on_signals(server.shutdown_handle(), tls.clone())?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    log::info!("listening on {} for {scheme}://", server.local_addr());
     server.run()
 }

@@ -51,11 +51,15 @@ fn authenticator(leeway: u64) -> Authenticator {
     Authenticator::new(Some(jwt), Some(keys), "session", leeway)
 }
 
-fn server_with_leeway(leeway: u64) -> Running {
+fn server_on(t: &Transport, leeway: u64) -> Running {
     start(
-        test_config(),
+        t.config(test_config()),
         Rooms::new(RoomConfig::default()).with_auth(authenticator(leeway)),
     )
+}
+
+fn server_with_leeway(leeway: u64) -> Running {
+    server_on(&Transport::Plain, leeway)
 }
 
 fn server() -> Running {
@@ -94,7 +98,11 @@ fn hs256(sub: &str, extra: Value) -> String {
 
 /// Sends an upgrade to `path` with `headers` and returns the status and body.
 fn attempt(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let mut s = raw(addr);
+    attempt_over(&Transport::Plain, addr, path, headers)
+}
+
+fn attempt_over(t: &Transport, addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let mut s = t.dial(addr);
     s.write_all(upgrade_request(path, headers).as_bytes()).unwrap();
     let (status, head) = read_head(&mut s);
     let mut body = String::new();
@@ -108,17 +116,21 @@ fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
 
-type Ws = WebSocket<std::net::TcpStream>;
+type Ws = WebSocket<Box<dyn Stream>>;
 
 /// A `/ws` connection with `headers`; returns it after its `welcome`.
 fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Ws, Value) {
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    connect_over(&Transport::Plain, addr, path, headers)
+}
+
+fn connect_over(t: &Transport, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Ws, Value) {
+    let url = format!("{}://localhost:{}{path}", t.scheme(), addr.port());
+    let mut request = url.into_client_request().unwrap();
     for (k, v) in headers {
         let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
         request.headers_mut().insert(name, v.parse().unwrap());
     }
-    let stream = raw(addr);
-    let (mut ws, _) = tungstenite::client(request, stream).unwrap();
+    let (mut ws, _) = tungstenite::client(request, t.dial(addr)).unwrap();
     let welcome = recv(&mut ws);
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     (ws, welcome)
@@ -207,7 +219,13 @@ fn valid_tokens_from_header_query_and_cookie_with_every_algorithm() {
 
 #[test]
 fn bad_credentials_get_401_with_the_reason_and_are_counted() {
-    let server = server();
+    for t in Transport::all() {
+        bad_credentials(&t);
+    }
+}
+
+fn bad_credentials(t: &Transport) {
+    let server = server_on(t, 5);
     let addr = server.addr;
     let now = unix_now();
     let mut forged = hs256("alice", json!({}));
@@ -259,12 +277,12 @@ fn bad_credentials_get_401_with_the_reason_and_are_counted() {
         ("X-API-Key: wrong-key\r\n".into(), "unknown API key"),
     ];
     for (headers, reason) in &cases {
-        let (status, response) = attempt(addr, "/ws?username=alice", headers);
-        assert_eq!(status, 401, "{reason}: {response}");
+        let (status, response) = attempt_over(t, addr, "/ws?username=alice", headers);
+        assert_eq!(status, 401, "{} {reason}: {response}", t.name());
         assert!(response.contains("WWW-Authenticate: Bearer"), "{response}");
         assert!(response.ends_with(reason), "expected {reason:?}: {response}");
     }
-    let text = metrics(addr);
+    let text = get(t.dial(addr), "/metrics");
     for reason in [
         "missing credentials",
         "token expired",
@@ -297,9 +315,16 @@ fn api_keys_identify_service_clients() {
 
 #[test]
 fn room_grants_are_enforced_on_every_command() {
-    let server = server();
+    for t in Transport::all() {
+        room_grants(&t);
+    }
+}
+
+fn room_grants(t: &Transport) {
+    let server = server_on(t, 5);
     let addr = server.addr;
-    let mut alice = connect_bearer(addr, &hs256("alice", json!({})));
+    let bearer_header = format!("Bearer {}", hs256("alice", json!({})));
+    let (mut alice, _) = connect_over(t, addr, "/ws", &[("authorization", &bearer_header)]);
     for room in ["lobby", "team:eng", "news"] {
         assert_eq!(
             request(&mut alice, json!({"type": "join", "room": room}))["type"],
@@ -327,23 +352,26 @@ fn room_grants_are_enforced_on_every_command() {
     assert_eq!(reply["type"], "message", "{reply}");
     // A chat-tutorial or pub/sub connection names its room in the URL: refused before the upgrade.
     let token = hs256("alice", json!({}));
-    let (status, body) = attempt(addr, &format!("/ws/admin?token={token}"), "");
+    let (status, body) = attempt_over(t, addr, &format!("/ws/admin?token={token}"), "");
     assert_eq!(status, 403, "{body}");
     assert!(body.ends_with("not authorized for this room"));
-    assert_eq!(attempt(addr, &format!("/pubsub/admin?token={token}"), "").0, 403);
-    assert_eq!(attempt(addr, &format!("/ws/lobby?token={token}"), "").0, 101);
+    assert_eq!(
+        attempt_over(t, addr, &format!("/pubsub/admin?token={token}"), "").0,
+        403
+    );
+    assert_eq!(attempt_over(t, addr, &format!("/ws/lobby?token={token}"), "").0, 101);
     // A read-only pub/sub subscriber that publishes is closed (no error envelope there).
-    let mut request = format!("ws://{addr}/pubsub/news?token={token}")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().remove("authorization");
-    let (mut sub, _) = tungstenite::client(request, raw(addr)).unwrap();
+    let url = format!("{}://localhost:{}/pubsub/news?token={token}", t.scheme(), addr.port());
+    let (mut sub, _) = tungstenite::client(url, t.dial(addr)).unwrap();
     sub.send(Message::text("hello")).unwrap();
     assert_eq!(
         close_code(&mut sub),
         (1008, "not authorized to publish to this room".into())
     );
-    assert!(metrics(addr).contains("roomcast_not_authorized_total 6"));
+    assert_eq!(
+        metric(&get(t.dial(addr), "/metrics"), "roomcast_not_authorized_total"),
+        6
+    );
 }
 
 #[test]

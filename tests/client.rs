@@ -393,8 +393,8 @@ fn read_with_timeout_returns_none_then_the_message() {
 
 #[test]
 fn url_errors_come_before_any_connection() {
-    let err = Client::connect("wss://example.com/", &config()).unwrap_err();
-    assert!(err.to_string().contains("TLS"), "{err}");
+    let err = Client::connect("https://example.com/", &config()).unwrap_err();
+    assert!(err.to_string().contains("ws:// or wss://"), "{err}");
     let err = Client::connect("ws://127.0.0.1:1/", &config()).unwrap_err();
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
 }
@@ -493,9 +493,16 @@ fn cli_handshake_failure_exits_3_with_the_status() {
 
 #[test]
 fn cli_usage_errors_exit_2() {
-    let out = cli_piped(&["wss://example.com/"], "");
+    let out = cli_piped(&["http://example.com/"], "");
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ws:// or wss://"), "{}", text(&out.stderr));
+    let out = cli_piped(&["wss://127.0.0.1:9/", "--ca", "/nonexistent/ca.pem"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--ca /nonexistent/ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cli_piped(&["ws://127.0.0.1:9/", "--header", "no colon"], "");
     assert_eq!(out.status.code(), Some(2));
     let out = cli_piped(&["ws://127.0.0.1:9/", "--header", "Sec-WebSocket-Key: x"], "");

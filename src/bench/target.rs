@@ -28,7 +28,9 @@ pub enum TargetError {
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TargetError::Scheme => f.write_str("the URL must start with ws:// (no TLS in the load generator)"),
+            TargetError::Scheme => {
+                f.write_str("the URL must start with ws:// (the load generator does not speak TLS: no wss://)")
+            }
             TargetError::Host(h) => write!(f, "{h:?} is not an IP address or localhost"),
             TargetError::NotLoopback(h) => {
                 write!(

@@ -17,7 +17,9 @@
 //! `roomcast::client::autobahn` and `autobahn/client.sh`).
 
 use clap::Args;
-use roomcast::client::{Backoff, Client, ClientConfig, ClientError, HandshakeError, Message, WsUrl, check_header};
+use roomcast::client::{
+    Backoff, Client, ClientConfig, ClientError, HandshakeError, Message, WsUrl, check_header, load_ca_file,
+};
 use roomcast::protocol::deflate::DeflateConfig;
 use roomcast::protocol::{CloseCode, CloseFrame, Limits};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -42,7 +44,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// Server URL: ws://host[:port][/path][?query] (IPv6 as [::1]; wss:// is not supported yet).
+    /// Server URL: ws[s]://host[:port][/path][?query] (IPv6 as [::1]).
     pub url: String,
     /// Extra request header, 'Name: value' (repeatable), e.g. for Authorization.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
@@ -83,6 +85,10 @@ pub struct ClientArgs {
     /// Largest message accepted from the server, in bytes (close 1009 beyond).
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_message_size: usize,
+    /// PEM file of CA certificates to trust for wss:// besides the system's
+    /// (a private CA, or a self-signed server certificate).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Drive Autobahn's fuzzingserver at URL: run every case, echoing, then update its reports.
     #[arg(long)]
     pub autobahn: bool,
@@ -106,7 +112,12 @@ impl ClientArgs {
             check_header(name, value).map_err(|e| format!("--header {h:?}: {e}"))?;
             headers.push((name.to_owned(), value.to_owned()));
         }
+        let ca_certs = match &self.ca {
+            Some(path) => load_ca_file(path).map_err(|e| format!("--ca {}: {e}", path.display()))?,
+            None => Vec::new(),
+        };
         Ok(ClientConfig {
+            ca_certs,
             headers,
             protocols: self.protocols.clone(),
             deflate: DeflateConfig {
@@ -335,7 +346,10 @@ fn retryable(e: &ClientError) -> bool {
             !(400..500).contains(status) || matches!(status, 408 | 429)
         }
         ClientError::Handshake(
-            HandshakeError::Invalid(_) | HandshakeError::Extension(_) | HandshakeError::BadHeader(_),
+            HandshakeError::Invalid(_)
+            | HandshakeError::Extension(_)
+            | HandshakeError::BadHeader(_)
+            | HandshakeError::Tls(_),
         ) => false,
         ClientError::Url(_) => false,
         _ => true,

@@ -5,12 +5,12 @@ pub mod client;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
-use roomcast::net::{Config, OverflowPolicy, ShutdownHandle};
+use roomcast::net::{Config, OverflowPolicy, ShutdownHandle, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
 use roomcast::rooms::RoomConfig;
 use roomcast::rooms::rate::RateLimit;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +100,13 @@ pub struct ServerArgs {
     /// Largest LZ77 window (log2) the server compresses with, 9-15.
     #[arg(long, default_value_t = 15)]
     pub deflate_window_bits: u8,
+    /// PEM certificate chain, leaf first: serve wss:// (TLS) instead of ws://.
+    /// SIGHUP reloads it and the key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `roomcast serve`: the event-loop flags plus the room server's own.
@@ -257,12 +264,33 @@ impl ServerArgs {
     }
 }
 
+impl ServerArgs {
+    /// The certificate and key of `--tls-cert`/`--tls-key`, loaded now so a
+    /// bad file stops the server at startup.
+    pub fn tls(&self) -> Result<Option<TlsConfig>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsConfig::load(cert, key).map(Some),
+            (None, None) => Ok(None),
+            // clap's `requires` refuses this before we get here.
+            _ => Err(TlsError("--tls-cert and --tls-key go together".into())),
+        }
+    }
+}
+
 /// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
-pub fn stop_on_signals(handle: ShutdownHandle) -> std::io::Result<()> {
+/// With TLS, SIGHUP reloads the certificate and key for new connections.
+pub fn stop_on_signals(handle: ShutdownHandle, tls: Option<TlsConfig>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    if tls.is_some() {
+        signals.add_signal(SIGHUP)?;
+    }
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         let mut seen = false;
         for signal in signals.forever() {
+            if signal == SIGHUP {
+                reload(tls.as_ref());
+                continue;
+            }
             if seen {
                 log::warn!("second signal {signal}: exiting now");
                 std::process::exit(130);
@@ -273,4 +301,12 @@ pub fn stop_on_signals(handle: ShutdownHandle) -> std::io::Result<()> {
         }
     })?;
     Ok(())
+}
+
+fn reload(tls: Option<&TlsConfig>) {
+    let Some(tls) = tls else { return };
+    match tls.reload() {
+        Ok(()) => log::info!("SIGHUP: TLS certificate and key reloaded; new connections use them"),
+        Err(e) => log::error!("SIGHUP: TLS reload failed, keeping the current certificate: {e}"),
+    }
 }

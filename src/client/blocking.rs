@@ -1,4 +1,4 @@
-//! A blocking WebSocket client: one std `TcpStream` driven through the
+//! A blocking WebSocket client: one std `TcpStream` (or TLS over one) driven through the
 //! sans-IO [`Connection`] in the client role.
 //!
 //! Reading feeds the core one event at a time and writes whatever it queued
@@ -10,11 +10,12 @@
 
 use super::error::ClientError;
 use super::handshake;
+use super::stream::Stream;
 use super::url::WsUrl;
 use super::{ClientConfig, Message};
 use crate::protocol::{CloseCode, CloseFrame, Connection, Event, MessageKind, State};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Read buffer size: large reads keep big messages cheap.
@@ -23,7 +24,7 @@ const READ_BUF: usize = 64 * 1024;
 /// An open client connection.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     conn: Connection,
     /// Bytes read from the socket; `buf[start..end]` is not fed to the core yet.
     buf: Vec<u8>,

@@ -29,6 +29,9 @@ pub enum HandshakeError {
     /// An extra header that is not a valid HTTP header, or one that the
     /// handshake sets itself.
     BadHeader(String),
+    /// The TLS handshake failed (for `wss://`): most often a certificate
+    /// that does not verify against the trusted roots for the URL's host.
+    Tls(String),
 }
 
 impl fmt::Display for HandshakeError {
@@ -47,6 +50,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Eof => f.write_str("server closed the connection during the handshake"),
             HandshakeError::Timeout => f.write_str("timed out waiting for the handshake response"),
             HandshakeError::BadHeader(h) => write!(f, "cannot send header {h:?}"),
+            HandshakeError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }

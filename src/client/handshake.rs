@@ -1,9 +1,10 @@
-//! Opening a client connection: TCP connect, the upgrade request, the
+//! Opening a client connection: TCP connect, TLS for `wss://`, the upgrade request, the
 //! server's response (RFC 6455 section 4.1), permessage-deflate
 //! negotiation (RFC 7692 section 7.1).
 
 use super::ClientConfig;
 use super::error::{ClientError, HandshakeError};
+use super::stream::{self, Stream};
 use super::url::WsUrl;
 use crate::protocol::deflate::{Compression, client_accept, client_offer};
 use crate::protocol::handshake::client::{ClientRequest, ResponseError, validate};
@@ -29,7 +30,7 @@ const MAX_BODY: usize = 512;
 
 /// A completed handshake.
 pub(super) struct Opened {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub conn: Connection,
     /// Bytes that arrived after the response head: the first frames.
     pub rest: Vec<u8>,
@@ -41,8 +42,13 @@ pub(super) fn open(url: &WsUrl, config: &ClientConfig) -> Result<Opened, ClientE
         check_header(name, value)?;
     }
     let deadline = Instant::now() + config.connect_timeout;
-    let mut stream = connect(url, config.connect_timeout)?;
-    stream.set_nodelay(true).map_err(ClientError::Connect)?;
+    let tcp = connect(url, config.connect_timeout)?;
+    tcp.set_nodelay(true).map_err(ClientError::Connect)?;
+    let mut stream = if url.tls {
+        stream::tls(tcp, url, config, deadline)?
+    } else {
+        Stream::Plain(tcp)
+    };
 
     let offer = config.deflate.enabled.then(|| client_offer(&config.deflate));
     let request = ClientRequest {
@@ -107,7 +113,7 @@ fn connect(url: &WsUrl, timeout: Duration) -> Result<TcpStream, ClientError> {
 }
 
 /// One read before `deadline`; a timeout is a handshake timeout.
-fn read_until(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, ClientError> {
+fn read_until(stream: &mut Stream, buf: &mut [u8], deadline: Instant) -> Result<usize, ClientError> {
     loop {
         stream
             .set_read_timeout(Some(remaining(deadline)?))
@@ -134,7 +140,7 @@ fn remaining(deadline: Instant) -> Result<Duration, ClientError> {
 /// The start of a rejection's body, for the error message: what already
 /// arrived plus what comes before the server closes (it sends
 /// `Connection: close`) or the deadline.
-fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, deadline: Instant) -> String {
+fn read_body(stream: &mut Stream, mut body: Vec<u8>, deadline: Instant) -> String {
     let mut buf = [0u8; MAX_BODY];
     while body.len() < MAX_BODY {
         match read_until(stream, &mut buf, deadline) {

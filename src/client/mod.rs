@@ -1,8 +1,9 @@
 //! The client role on the same sans-IO core as the server.
 //!
-//! `url` parses `ws://` URLs, `handshake` opens a connection (TCP, upgrade
-//! request, response checks, permessage-deflate), `blocking` is the client
-//! itself over a std `TcpStream` with timeouts (no async runtime, no event
+//! `url` parses `ws://` and `wss://` URLs, `handshake` opens a connection
+//! (TCP, TLS for `wss://` in `stream`, upgrade request, response checks,
+//! permessage-deflate), `blocking` is the client itself over a std
+//! `TcpStream` (or rustls over one) with timeouts (no async runtime, no event
 //! loop: one connection per thread is what a CLI and a test driver need),
 //! `backoff` spaces out reconnects, and `autobahn` drives the Autobahn
 //! fuzzingserver.
@@ -25,16 +26,19 @@ mod backoff;
 mod blocking;
 mod error;
 mod handshake;
+mod stream;
 mod url;
 
 pub use backoff::Backoff;
 pub use blocking::Client;
 pub use error::{ClientError, HandshakeError};
 pub use handshake::check_header;
+pub use stream::load_ca_file;
 pub use url::{UrlError, WsUrl};
 
 use crate::protocol::deflate::DeflateConfig;
 use crate::protocol::{CloseFrame, Limits};
+use rustls::pki_types::CertificateDer;
 use std::time::Duration;
 
 /// What `Client::read_message` returns.
@@ -68,6 +72,9 @@ pub struct ClientConfig {
     /// How long the close handshake may take, and the wait for the
     /// server to close TCP after it.
     pub close_timeout: Duration,
+    /// CA certificates trusted for `wss://` besides the system's trust
+    /// store (`--ca`; see [`load_ca_file`]).
+    pub ca_certs: Vec<CertificateDer<'static>>,
 }
 
 impl Default for ClientConfig {
@@ -85,6 +92,7 @@ impl Default for ClientConfig {
             read_timeout: None,
             write_timeout: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
+            ca_certs: Vec::new(),
         }
     }
 }

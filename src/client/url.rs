@@ -1,7 +1,7 @@
-//! `ws://` URLs (RFC 6455 section 3), parsed by hand.
+//! `ws://` and `wss://` URLs (RFC 6455 section 3), parsed by hand.
 //!
 //! Only what a WebSocket client needs: host (name, IPv4 or bracketed IPv6
-//! literal), port (80 by default), path (`/` by default) and query. Anything
+//! literal), port (80, or 443 for `wss://`, by default), path (`/` by default) and query. Anything
 //! that could not go into a request line or a Host header as it is, is
 //! refused here rather than sent: whitespace and control characters (which
 //! would let a URL inject header lines), fragments (section 3 forbids them)
@@ -13,9 +13,11 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: TLS, with `host` as the server name to verify.
+    pub tls: bool,
     /// Host name or IP literal, without IPv6 brackets.
     pub host: String,
     pub port: u16,
@@ -30,8 +32,6 @@ pub struct WsUrl {
 pub enum UrlError {
     /// No `scheme://` at the start.
     MissingScheme,
-    /// `wss://`: TLS is not supported yet.
-    TlsUnsupported,
     /// A scheme other than `ws` (or `wss`).
     UnsupportedScheme(String),
     EmptyHost,
@@ -48,9 +48,8 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UrlError::MissingScheme => f.write_str("URL must start with ws://"),
-            UrlError::TlsUnsupported => f.write_str("wss:// (TLS) is not supported yet; use ws://"),
-            UrlError::UnsupportedScheme(s) => write!(f, "unsupported scheme {s:?}; use ws://"),
+            UrlError::MissingScheme => f.write_str("URL must start with ws:// or wss://"),
+            UrlError::UnsupportedScheme(s) => write!(f, "unsupported scheme {s:?}; use ws:// or wss://"),
             UrlError::EmptyHost => f.write_str("URL has no host"),
             UrlError::InvalidHost(h) => write!(f, "invalid host {h:?}"),
             UrlError::InvalidPort(p) => write!(f, "invalid port {p:?}"),
@@ -64,17 +63,17 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl WsUrl {
-    /// Parses `ws://host[:port][/path][?query]`.
+    /// Parses `ws[s]://host[:port][/path][?query]`.
     pub fn parse(input: &str) -> Result<WsUrl, UrlError> {
         if let Some(c) = input.chars().find(|c| c.is_whitespace() || c.is_control()) {
             return Err(UrlError::InvalidCharacter(c));
         }
         let (scheme, rest) = input.split_once("://").ok_or(UrlError::MissingScheme)?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "ws" => {}
-            "wss" => return Err(UrlError::TlsUnsupported),
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => false,
+            "wss" => true,
             _ => return Err(UrlError::UnsupportedScheme(scheme.to_owned())),
-        }
+        };
         if rest.contains('#') {
             return Err(UrlError::Fragment);
         }
@@ -83,7 +82,8 @@ impl WsUrl {
         if authority.contains('@') {
             return Err(UrlError::UserInfo);
         }
-        let (host, port) = split_host_port(authority)?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)?;
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(percent_encode_non_ascii(query))),
             None => (target, None),
@@ -94,6 +94,7 @@ impl WsUrl {
             percent_encode_non_ascii(path)
         };
         Ok(WsUrl {
+            tls,
             host,
             port,
             path,
@@ -126,15 +127,19 @@ impl WsUrl {
         self.host.contains(':')
     }
 
-    /// The Host header value: brackets around IPv6, port only when not 80
-    /// (section 4.1, item 4).
+    fn scheme(&self) -> &'static str {
+        if self.tls { "wss" } else { "ws" }
+    }
+
+    /// The Host header value: brackets around IPv6, port only when not the
+    /// scheme's default, 80 or 443 (section 4.1, item 4).
     pub fn host_header(&self) -> String {
         let host = if self.is_ipv6() {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -157,11 +162,11 @@ impl fmt::Display for WsUrl {
         } else {
             self.host.clone()
         };
-        write!(f, "ws://{host}:{}{}", self.port, self.target())
+        write!(f, "{}://{host}:{}{}", self.scheme(), self.port, self.target())
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(String, u16), UrlError> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), UrlError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (literal, after) = rest
             .split_once(']')
@@ -199,7 +204,7 @@ fn split_host_port(authority: &str) -> Result<(String, u16), UrlError> {
         return Err(UrlError::InvalidHost(host.to_owned()));
     }
     let port = match port {
-        None => 80,
+        None => default_port,
         // Digits only: `u16::from_str` would also take a leading `+`.
         Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse() {
             Ok(0) | Err(_) => return Err(UrlError::InvalidPort(p.to_owned())),
@@ -272,15 +277,31 @@ mod tests {
     }
 
     #[test]
-    fn scheme_is_case_insensitive_and_wss_is_refused_clearly() {
+    fn scheme_is_case_insensitive_and_others_are_refused() {
         assert_eq!(url("WS://h/").port, 80);
-        assert_eq!(WsUrl::parse("wss://h/"), Err(UrlError::TlsUnsupported));
-        assert!(WsUrl::parse("wss://h/").unwrap_err().to_string().contains("TLS"));
+        assert!(!url("ws://h/").tls);
+        assert_eq!(WsUrl::parse("ftp://h/"), Err(UrlError::UnsupportedScheme("ftp".into())));
         assert_eq!(
             WsUrl::parse("http://h/"),
             Err(UrlError::UnsupportedScheme("http".into()))
         );
         assert_eq!(WsUrl::parse("h:80/"), Err(UrlError::MissingScheme));
+    }
+
+    #[test]
+    fn wss_defaults_to_port_443() {
+        let u = url("WSS://example.com/chat?x=1");
+        assert!(u.tls);
+        assert_eq!((u.host.as_str(), u.port), ("example.com", 443));
+        assert_eq!(u.host_header(), "example.com");
+        assert_eq!(u.to_string(), "wss://example.com:443/chat?x=1");
+        let u = url("wss://127.0.0.1:9443");
+        assert_eq!(u.host_header(), "127.0.0.1:9443");
+        // 80 is not the default for wss:// and must be written out.
+        assert_eq!(url("wss://h:80/").host_header(), "h:80");
+        assert_eq!(url("ws://h:443/").host_header(), "h:443");
+        // Paths relative to a wss:// base stay on TLS.
+        assert!(url("wss://h/").with_target("/runCase?case=1").tls);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Event-loop settings, with their defaults in one place.
 
 use super::rate::RateLimit;
+use super::tls::TlsConfig;
 use crate::protocol::Limits;
 use crate::protocol::deflate::DeflateConfig;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct Config {
     pub deflate: DeflateConfig,
     /// How long a graceful shutdown may take before remaining connections are dropped.
     pub shutdown_timeout: Duration,
+    /// TLS (`wss://`) on the listening port; `None` serves plain `ws://`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

@@ -4,9 +4,9 @@ use super::heartbeat::Heartbeat;
 use super::id::ConnId;
 use super::rate::TokenBucket;
 use super::send_queue::SendQueue;
+use super::transport::Transport;
 use crate::protocol::Connection;
 use crate::protocol::handshake::head::HeadReader;
-use mio::net::TcpStream;
 use slab::Slab;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -31,7 +31,7 @@ pub enum Phase<S> {
 
 pub struct Conn<S> {
     pub id: ConnId,
-    pub socket: TcpStream,
+    pub socket: Transport,
     pub peer: SocketAddr,
     pub phase: Phase<S>,
     pub out: SendQueue,
@@ -54,7 +54,7 @@ pub struct Conn<S> {
 }
 
 impl<S> Conn<S> {
-    pub fn new(id: ConnId, socket: TcpStream, peer: SocketAddr, max_head: usize, deadline: Instant) -> Self {
+    pub fn new(id: ConnId, socket: Transport, peer: SocketAddr, max_head: usize, deadline: Instant) -> Self {
         Conn {
             id,
             socket,

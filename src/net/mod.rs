@@ -12,9 +12,12 @@ pub mod send_queue;
 pub mod server;
 pub mod stats;
 pub mod timers;
+pub mod tls;
+mod transport;
 
 pub use app::{App, CloseReason, Ctx, Outgoing, Route, Sent};
 pub use config::{Config, OverflowPolicy};
 pub use id::ConnId;
 pub use server::{Server, ShutdownHandle};
 pub use stats::Stats;
+pub use tls::{TlsConfig, TlsError};

@@ -19,6 +19,7 @@ use super::rate::{TokenBucket, Verdict};
 use super::send_queue::Chunk;
 use super::stats::Stats;
 use super::timers::Timers;
+use super::transport::{Transport, tls_failure};
 use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
 use crate::protocol::handshake::server::{self as handshake, Rejection};
@@ -265,9 +266,7 @@ impl<A: App> Server<A> {
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
         if self.conns.len() >= self.config.max_connections {
             self.stats.rejected_full += 1;
-            // Best effort: a fresh socket's send buffer takes this at once.
-            let _ = socket.write_all(&Rejection::new(503, "server full").response());
-            return;
+            return self.refuse(&mut socket, Rejection::new(503, "server full"));
         }
         if let Err(refusal) = self.per_ip.admit(peer.ip(), &self.per_ip_limits(), now) {
             let reason = match refusal {
@@ -281,12 +280,18 @@ impl<A: App> Server<A> {
                 }
             };
             debug!("refused {peer}: {reason}");
-            let _ = socket.write_all(&Rejection::new(429, reason).response());
-            return;
+            return self.refuse(&mut socket, Rejection::new(429, reason));
         }
         if let Err(e) = socket.set_nodelay(true) {
             debug!("set_nodelay for {peer}: {e}");
         }
+        let mut socket = match Transport::accept(socket, self.config.tls.as_ref()) {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!("TLS session for {peer}: {e}");
+                return self.per_ip.release(peer.ip());
+            }
+        };
         let entry = self.conns.vacant_entry();
         let id = ConnId {
             index: entry.key() as u32,
@@ -306,12 +311,26 @@ impl<A: App> Server<A> {
         self.timers.schedule(deadline, id);
     }
 
+    /// Answers a connection refused at accept, before reading anything. Over
+    /// TLS there is no answer but the close: an HTTP status would need the
+    /// TLS handshake whose cost the refusal is there to save.
+    fn refuse(&self, socket: &mut TcpStream, rejection: Rejection) {
+        if self.config.tls.is_none() {
+            // Best effort: a fresh socket's send buffer takes this at once.
+            let _ = socket.write_all(&rejection.response());
+        }
+    }
+
     /// Reads until `WouldBlock`, the budget, or backpressure stops it.
     fn read(&mut self, id: ConnId, now: Instant) {
         // The shared buffer is moved out so handlers can borrow `self`.
         let mut buf = std::mem::take(&mut self.read_buf);
         self.read_into(id, &mut buf, now);
         self.read_buf = buf;
+        // A TLS handshake answers before any HTTP bytes arrive.
+        if self.conn(id).is_some_and(|c| c.socket.tls_pending()) {
+            self.mark_dirty(id);
+        }
     }
 
     fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant) {
@@ -341,6 +360,11 @@ impl<A: App> Server<A> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("read from {}: {e}", conn.peer);
+                    match tls_failure(&e) {
+                        Some(f) if f.handshaking => self.stats.handshake_failed("TLS handshake failed"),
+                        Some(_) => self.stats.protocol_errors += 1,
+                        None => {}
+                    }
                     return self.remove(id, now);
                 }
             }
@@ -596,7 +620,9 @@ impl<A: App> Server<A> {
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
         let Some(conn) = self.conn(id) else { return };
-        let written = match conn.out.write_to(&mut conn.socket) {
+        // A draining TLS connection sends close_notify after its last bytes.
+        let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
+        let written = match conn.socket.write_queue(&mut conn.out, close) {
             Ok(n) => n,
             Err(e) => {
                 debug!("write to {}: {e}", conn.peer);
@@ -607,7 +633,7 @@ impl<A: App> Server<A> {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        let pending = !conn.out.is_empty();
+        let pending = !conn.out.is_empty() || conn.socket.tls_pending();
         if pending != conn.want_write {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE

@@ -157,6 +157,8 @@ pub fn closed_by_peer<S: Read + ?Sized>(s: &mut S) -> bool {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            // TLS: TCP closed without close_notify.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return true,
             Err(_) => return false,
         }
     }
@@ -170,16 +172,24 @@ impl<T: Read + Write + Send> Stream for T {}
 /// take one and use it both to configure the server and to dial it.
 pub enum Transport {
     Plain,
+    /// TLS with a CA and server certificate made for the test.
+    Tls {
+        ca: Box<TestCa>,
+        cert: ServerCert,
+    },
 }
 
 impl Transport {
     pub fn all() -> Vec<Transport> {
-        vec![Transport::Plain]
+        let ca = TestCa::new("roomcast test CA");
+        let cert = ca.server_cert();
+        vec![Transport::Plain, Transport::Tls { ca: Box::new(ca), cert }]
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Transport::Plain => "plain",
+            Transport::Tls { .. } => "tls",
         }
     }
 
@@ -187,27 +197,41 @@ impl Transport {
     pub fn config(&self, config: Config) -> Config {
         match self {
             Transport::Plain => config,
+            Transport::Tls { cert, .. } => Config {
+                tls: Some(roomcast::net::TlsConfig::new(cert.server_config())),
+                ..config
+            },
         }
     }
 
     /// A connected stream with a read timeout.
     pub fn dial(&self, addr: SocketAddr) -> Box<dyn Stream> {
+        self.try_dial(addr, None).expect("connect")
+    }
+
+    /// Connects (from `source`, if given); over TLS the handshake completes
+    /// first, so a server that refuses at accept is an error here.
+    pub fn try_dial(&self, addr: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<Box<dyn Stream>> {
+        let tcp = match source {
+            Some(ip) => raw_from(addr, ip),
+            None => raw(addr),
+        };
         match self {
-            Transport::Plain => Box::new(raw(addr)),
+            Transport::Plain => Ok(Box::new(tcp)),
+            Transport::Tls { ca, .. } => Ok(Box::new(tls_handshake(tcp, ca)?)),
         }
     }
 
     /// Like `dial`, from another loopback source address (for per-address limits).
     pub fn dial_from(&self, addr: SocketAddr, source: std::net::IpAddr) -> Box<dyn Stream> {
-        match self {
-            Transport::Plain => Box::new(raw_from(addr, source)),
-        }
+        self.try_dial(addr, Some(source)).expect("connect")
     }
 
     /// The WebSocket URL scheme.
     pub fn scheme(&self) -> &'static str {
         match self {
             Transport::Plain => "ws",
+            Transport::Tls { .. } => "wss",
         }
     }
 }
@@ -227,4 +251,111 @@ pub fn get(mut stream: Box<dyn Stream>, path: &str) -> String {
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// A certificate authority made for one test, and server certificates it
+/// signs (rcgen, ring backend).
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM: what a client trusts.
+    pub cert_pem: String,
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A server certificate and its private key, PEM.
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1.
+    pub fn server_cert(&self) -> ServerCert {
+        self.cert_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A certificate for these DNS names and IP addresses.
+    pub fn cert_for(&self, names: &[&str]) -> ServerCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, &names[0]);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A rustls client config that trusts this CA only.
+    pub fn client_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+}
+
+impl ServerCert {
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        roomcast::net::tls::server_config(self.cert_pem.as_bytes(), self.key_pem.as_bytes()).unwrap()
+    }
+}
+
+/// `test_config()` serving TLS with `cert`.
+pub fn tls_test_config(cert: &ServerCert) -> Config {
+    Config {
+        tls: Some(roomcast::net::TlsConfig::new(cert.server_config())),
+        ..test_config()
+    }
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client connection to `addr` verified against `ca` for `localhost`;
+/// the handshake completes before it returns.
+pub fn tls_connect(addr: SocketAddr, ca: &TestCa) -> Result<TlsStream, std::io::Error> {
+    tls_handshake(raw(addr), ca)
+}
+
+/// Completes a TLS handshake for `localhost` over `tcp`, verified against `ca`.
+pub fn tls_handshake(mut tcp: TcpStream, ca: &TestCa) -> Result<TlsStream, std::io::Error> {
+    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(ca.client_config(), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// A tungstenite client over our own rustls stream (`wss://` at `path`).
+pub fn wss(addr: SocketAddr, ca: &TestCa, path: &str) -> tungstenite::WebSocket<TlsStream> {
+    let stream = tls_connect(addr, ca).expect("TLS handshake");
+    let (ws, response) = tungstenite::client::client(format!("wss://localhost:{}{path}", addr.port()), stream)
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
 }
