@@ -42,7 +42,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 # The same flags as run.sh, plus TLS.
 RUST_LOG=warn "$root/target/release/roomcast" echo --listen "127.0.0.1:$tls_port" \
   --tls-cert "$out/cert.pem" --tls-key "$out/key.pem" \
-  --max-message-size $((64 * 1024 * 1024)) --ping-interval 0 --deflate-threshold 0 >"$out/server.log" 2>&1 &
+  --max-message-size $((64 * 1024 * 1024)) --ping-interval 0 --deflate-threshold 0 \
+  --max-connections-per-ip 0 --handshake-rate-per-ip 0 >"$out/server.log" 2>&1 &
 server=$!
 # socat verifies the certificate against it (and 127.0.0.1 against its SAN).
 socat TCP-LISTEN:"$plain_port",bind=127.0.0.1,fork,reuseaddr,nodelay \
