@@ -48,7 +48,7 @@ fn authenticator(leeway: u64) -> Authenticator {
     .unwrap()
     .unwrap();
     let keys = ApiKeys::parse(&format!("{} ingest rooms=metrics:*\n", sha256_hex(API_KEY.as_bytes()))).unwrap();
-    Authenticator::new(Some(jwt), Some(keys), "session", leeway)
+    Authenticator::new(Some(jwt), Some(keys), "session")
 }
 
 fn server_on(t: &Transport, leeway: u64) -> Running {
@@ -266,6 +266,18 @@ fn bad_credentials(t: &Transport) {
         (bearer(&confused), "invalid token signature"),
         (bearer(&unsigned), "malformed token"),
         (bearer("not-a-jwt"), "malformed token"),
+        // A valid signature with an algorithm no key is configured for.
+        (
+            bearer(
+                &encode(
+                    &Header::new(Algorithm::HS384),
+                    &claims("alice", json!({})),
+                    &EncodingKey::from_secret(SECRET),
+                )
+                .unwrap(),
+            ),
+            "token algorithm not accepted",
+        ),
         (
             bearer(&hs256("bad/name", json!({}))),
             "token subject is not a valid username",
@@ -298,6 +310,36 @@ fn bad_credentials(t: &Transport) {
         );
     }
     assert!(text.contains("roomcast_handshake_failures_total{reason=\"invalid token signature\"} 2"));
+}
+
+/// Each credential kind is refused by a server configured without it.
+#[test]
+fn credential_kinds_that_are_not_configured_get_401() {
+    let keys = ApiKeys::parse(&format!("{} ingest rooms=*\n", sha256_hex(API_KEY.as_bytes()))).unwrap();
+    let keys_only = start(
+        test_config(),
+        Rooms::new(RoomConfig::default()).with_auth(Authenticator::new(None, Some(keys), "session")),
+    );
+    let (status, body) = attempt(keys_only.addr, "/ws", &bearer(&hs256("alice", json!({}))));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.ends_with("tokens are not accepted"), "{body}");
+    assert_eq!(
+        attempt(keys_only.addr, "/ws", &format!("X-API-Key: {API_KEY}\r\n")).0,
+        101
+    );
+
+    let jwt = JwtVerifier::new(&JwtConfig {
+        hs256_secret: Some(SECRET.to_vec()),
+        ..JwtConfig::default()
+    })
+    .unwrap();
+    let jwt_only = start(
+        test_config(),
+        Rooms::new(RoomConfig::default()).with_auth(Authenticator::new(jwt, None, "session")),
+    );
+    let (status, body) = attempt(jwt_only.addr, "/ws", &format!("X-API-Key: {API_KEY}\r\n"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.ends_with("API keys are not accepted"), "{body}");
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub struct VerifiedToken {
 
 pub struct JwtVerifier {
     keys: Vec<(Algorithm, DecodingKey, Validation)>,
+    leeway: u64,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -88,7 +89,15 @@ impl JwtVerifier {
             .into_iter()
             .map(|(alg, key)| (alg, key, validation(alg, config)))
             .collect();
-        Ok(Some(JwtVerifier { keys }))
+        Ok(Some(JwtVerifier {
+            keys,
+            leeway: config.leeway,
+        }))
+    }
+
+    /// Seconds of clock skew allowed on `exp` (and so after it, before a session is closed).
+    pub fn leeway(&self) -> u64 {
+        self.leeway
     }
 
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
@@ -140,5 +149,29 @@ fn reason(kind: &ErrorKind) -> &'static str {
         ErrorKind::InvalidAlgorithm => "token algorithm not accepted",
         ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
         _ => "malformed token",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_errors_are_refused_without_echoing_the_key() {
+        let short = JwtConfig {
+            hs256_secret: Some(b"too-short".to_vec()),
+            ..JwtConfig::default()
+        };
+        let err = JwtVerifier::new(&short).unwrap_err();
+        assert!(err.contains("at least 32 bytes") && !err.contains("too-short"), "{err}");
+        let bad_pem = JwtConfig {
+            es256_public_key_pem: Some(b"-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n".to_vec()),
+            ..JwtConfig::default()
+        };
+        assert!(JwtVerifier::new(&bad_pem).unwrap_err().starts_with("ES256 public key"));
+        assert!(
+            JwtVerifier::new(&JwtConfig::default()).unwrap().is_none(),
+            "no key: auth off"
+        );
     }
 }

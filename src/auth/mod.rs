@@ -42,8 +42,6 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     api_keys: Option<ApiKeys>,
     cookie: String,
-    /// Seconds of clock skew allowed on `exp` (also for closing at expiry).
-    leeway: u64,
 }
 
 impl Default for Authenticator {
@@ -52,7 +50,6 @@ impl Default for Authenticator {
             jwt: None,
             api_keys: None,
             cookie: DEFAULT_COOKIE.to_owned(),
-            leeway: 0,
         }
     }
 }
@@ -60,12 +57,11 @@ impl Default for Authenticator {
 pub const DEFAULT_COOKIE: &str = "roomcast_token";
 
 impl Authenticator {
-    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, cookie: &str, leeway: u64) -> Self {
+    pub fn new(jwt: Option<JwtVerifier>, api_keys: Option<ApiKeys>, cookie: &str) -> Self {
         Authenticator {
             jwt,
             api_keys,
             cookie: cookie.to_owned(),
-            leeway,
         }
     }
 
@@ -75,8 +71,9 @@ impl Authenticator {
         self.jwt.is_some() || self.api_keys.is_some()
     }
 
+    /// Seconds of skew allowed on `exp`; 0 without JWTs (API keys do not expire).
     pub fn leeway(&self) -> u64 {
-        self.leeway
+        self.jwt.as_ref().map_or(0, JwtVerifier::leeway)
     }
 
     /// Authenticates an upgrade request.

@@ -193,7 +193,7 @@ impl AuthArgs {
             }
             None => None,
         };
-        Ok(Authenticator::new(jwt, api_keys, &self.auth_cookie, self.jwt_leeway))
+        Ok(Authenticator::new(jwt, api_keys, &self.auth_cookie))
     }
 }
 
