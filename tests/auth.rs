@@ -145,13 +145,7 @@ fn send(ws: &mut Ws, value: Value) {
 }
 
 fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
+    recv_json(ws)
 }
 
 /// Sends `command` and returns the first reply that is not a room event.
@@ -491,12 +485,7 @@ fn secrets_and_tokens_never_reach_the_log() {
     std::fs::create_dir_all(&dir).unwrap();
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(["serve", "--listen", &addr.to_string(), "--jwt-secret-file"])
         .arg(&secret_file)

@@ -47,15 +47,8 @@ fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).unwrap();
 }
 
-/// The next text message as JSON (pings are skipped).
 fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
+    recv_json(ws)
 }
 
 fn recv_text(ws: &mut Ws) -> String {

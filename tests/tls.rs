@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -359,19 +359,6 @@ fn reload_gives_new_connections_the_new_certificate_and_keeps_old_ones() {
     echoes(&mut wss(server.addr, &third, "/"), "set");
     echoes(&mut old, "old still");
     echoes(&mut new, "new still");
-}
-
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn retry<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -59,6 +59,36 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     )
 }
 
+/// The real binary run by a test, killed when dropped.
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free at the time of asking, for a server in another process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The next text message as JSON (pings and pongs are skipped).
+pub fn recv_json<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> serde_json::Value {
+    loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
 /// A raw TCP connection with a read timeout so a broken server fails the
 /// test instead of hanging it.
 pub fn raw(addr: SocketAddr) -> TcpStream {
