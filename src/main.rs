@@ -38,10 +38,13 @@ enum Command {
 fn main() -> ExitCode {
     roomcast::heap::enable();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let command = cli
-        .command
-        .unwrap_or_else(|| Command::Serve(Box::new(cli::ServeArgs::parse_from(["serve"]))));
+    // Flags over env over `--config` file over defaults (src/cli/config/).
+    let cli: Cli = cli::config::parse(std::env::args_os());
+    let command = cli.command.unwrap_or_else(|| {
+        // No subcommand is `serve`, with env and file the same.
+        let serve: Cli = cli::config::parse(["roomcast", "serve"]);
+        serve.command.expect("parsed as serve")
+    });
     let result = match command {
         Command::Serve(args) => {
             let auth = match args.auth.authenticator() {

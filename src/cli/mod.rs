@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod config;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
@@ -138,7 +139,8 @@ pub struct ServeArgs {
 /// key flags, auth is off: anyone may connect under any `?username=`.
 #[derive(Args, Debug)]
 pub struct AuthArgs {
-    /// File holding the HS256 shared secret (at least 32 bytes; a trailing newline is ignored).
+    /// File holding the HS256 shared secret (at least 32 bytes; a trailing
+    /// newline is ignored). Or the secret itself in env ROOMCAST_JWT_SECRET.
     #[arg(long, value_name = "FILE")]
     pub jwt_secret_file: Option<PathBuf>,
     /// PEM file with the RSA public key for RS256 tokens.
@@ -168,15 +170,21 @@ impl AuthArgs {
     /// Reads the configured keys. Errors name the file, never its contents.
     pub fn authenticator(&self) -> Result<Authenticator, String> {
         let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
-        let secret = match &self.jwt_secret_file {
-            Some(path) => {
+        let secret = match (&self.jwt_secret_file, config::jwt_secret_from_env()) {
+            (Some(path), None) => {
                 let mut secret = read(path)?;
                 while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     secret.pop();
                 }
                 Some(secret)
             }
-            None => None,
+            (None, from_env) => from_env,
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "both {} and --jwt-secret-file are set: give one",
+                    config::JWT_SECRET_ENV
+                ));
+            }
         };
         let jwt = JwtVerifier::new(&JwtConfig {
             hs256_secret: secret,
