@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use roomcast::apps::echo::Echo;
-use roomcast::net::{App, Config, Server};
-use roomcast::rooms::Rooms;
+use roomcast::net::Config;
+use roomcast::rooms::RoomServer;
+use roomcast::runtime::{self, Runtime};
 use std::process::ExitCode;
 
 mod bin_alloc;
@@ -63,9 +64,20 @@ fn main() -> ExitCode {
                      before exposing this server (README \"Security\")."
                 );
             }
-            run(&args.server, Rooms::new(args.room_config()).with_auth(auth))
+            let room_config = args.room_config();
+            let (workers, mode) = (args.server.workers(), args.server.accept_mode());
+            serve(&args.server, |config| {
+                RoomServer::new(config, room_config)
+                    .auth(auth)
+                    .workers(workers)
+                    .accept(mode)
+                    .start()
+            })
         }
-        Command::Echo(args) => run(&args, Echo),
+        Command::Echo(args) => {
+            let (workers, mode) = (args.workers(), args.accept_mode());
+            serve(&args, |config| runtime::start(config, workers, mode, |_, _| Echo))
+        }
         Command::Client(args) => return cli::client::run(args),
         Command::Bench(args) => return cli::bench::run(args),
     };
@@ -78,15 +90,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run<A: App>(args: &cli::ServerArgs, app: A) -> std::io::Result<()> {
+/// Starts the workers `start` makes, stops them on SIGINT/SIGTERM, and
+/// waits: a worker that panics ends the process with an error.
+fn serve(
+    args: &cli::ServerArgs,
+    start: impl FnOnce(Config) -> std::io::Result<Runtime>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         tls: args.tls()?,
         ..args.config()
     };
     let tls = config.tls.clone();
-    let mut server = Server::bind(config, app)?;
-    cli::stop_on_signals(server.shutdown_handle(), tls.clone())?;
+    let runtime = start(config)?;
+    cli::stop_on_signals(runtime.stopper(), tls.clone())?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    log::info!("listening on {} for {scheme}://", server.local_addr());
-    server.run()
+    log::info!(
+        "listening on {} for {scheme}:// with {} worker{}",
+        runtime.local_addr(),
+        runtime.workers(),
+        if runtime.workers() == 1 { "" } else { "s" }
+    );
+    runtime.wait()?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use roomcast::net::Config;
 use roomcast::rooms::rate::RateLimit;
-use roomcast::rooms::{RoomConfig, Rooms};
+use roomcast::rooms::{RoomConfig, RoomServer};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +25,7 @@ fn config() -> Config {
 }
 
 fn server(t: &Transport, config: Config, rooms: RoomConfig) -> Running {
-    start(t.config(config), Rooms::new(rooms))
+    start_rooms(RoomServer::new(t.config(config), rooms))
 }
 
 fn limit_hits(t: &Transport, addr: SocketAddr, limit: &str) -> u64 {

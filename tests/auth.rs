@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use roomcast::auth::{ApiKeys, Authenticator, JwtConfig, JwtVerifier};
-use roomcast::rooms::{RoomConfig, Rooms};
+use roomcast::rooms::{RoomConfig, RoomServer};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -52,10 +52,7 @@ fn authenticator(leeway: u64) -> Authenticator {
 }
 
 fn server_on(t: &Transport, leeway: u64) -> Running {
-    start(
-        t.config(test_config()),
-        Rooms::new(RoomConfig::default()).with_auth(authenticator(leeway)),
-    )
+    start_rooms(RoomServer::new(t.config(test_config()), RoomConfig::default()).auth(authenticator(leeway)))
 }
 
 fn server_with_leeway(leeway: u64) -> Running {
@@ -310,9 +307,8 @@ fn bad_credentials(t: &Transport) {
 #[test]
 fn credential_kinds_that_are_not_configured_get_401() {
     let keys = ApiKeys::parse(&format!("{} ingest rooms=*\n", sha256_hex(API_KEY.as_bytes()))).unwrap();
-    let keys_only = start(
-        test_config(),
-        Rooms::new(RoomConfig::default()).with_auth(Authenticator::new(None, Some(keys), "session")),
+    let keys_only = start_rooms(
+        RoomServer::new(test_config(), RoomConfig::default()).auth(Authenticator::new(None, Some(keys), "session")),
     );
     let (status, body) = attempt(keys_only.addr, "/ws", &bearer(&hs256("alice", json!({}))));
     assert_eq!(status, 401, "{body}");
@@ -327,9 +323,8 @@ fn credential_kinds_that_are_not_configured_get_401() {
         ..JwtConfig::default()
     })
     .unwrap();
-    let jwt_only = start(
-        test_config(),
-        Rooms::new(RoomConfig::default()).with_auth(Authenticator::new(jwt, None, "session")),
+    let jwt_only = start_rooms(
+        RoomServer::new(test_config(), RoomConfig::default()).auth(Authenticator::new(jwt, None, "session")),
     );
     let (status, body) = attempt(jwt_only.addr, "/ws", &format!("X-API-Key: {API_KEY}\r\n"));
     assert_eq!(status, 401, "{body}");
@@ -466,7 +461,7 @@ fn expired_tokens_close_the_connection_unless_refreshed() {
 
 #[test]
 fn with_auth_off_identity_comes_from_the_url() {
-    let server = start(test_config(), Rooms::new(RoomConfig::default()));
+    let server = start_rooms(RoomServer::new(test_config(), RoomConfig::default()));
     let (mut ws, welcome) = connect(server.addr, "/ws?username=zoe", &[]);
     assert_eq!(welcome["user"], "zoe");
     let reply = request(&mut ws, json!({"type": "refresh", "token": "x"}));

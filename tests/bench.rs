@@ -5,7 +5,7 @@ mod common;
 
 use roomcast::apps::echo::Echo;
 use roomcast::bench::{self, BroadcastConfig, Common, ConnectConfig, EchoConfig, Mode, Report, Target};
-use roomcast::rooms::{RoomConfig, Rooms};
+use roomcast::rooms::{RoomConfig, RoomServer};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -96,7 +96,7 @@ fn broadcast(addr: SocketAddr, path: &str, mode: Mode) -> Value {
 
 #[test]
 fn broadcast_over_raw_pubsub_loses_nothing_at_low_rate() {
-    let server = common::start(common::test_config(), Rooms::new(RoomConfig::default()));
+    let server = common::start_rooms(RoomServer::new(common::test_config(), RoomConfig::default()));
     let v = broadcast(server.addr, "/pubsub/bench", Mode::Raw);
     assert_eq!(v["mode"], "raw");
     assert_eq!(f(&v, "receivers"), 22.0);
@@ -110,7 +110,7 @@ fn broadcast_over_raw_pubsub_loses_nothing_at_low_rate() {
 
 #[test]
 fn broadcast_over_the_json_protocol_loses_nothing_at_low_rate() {
-    let server = common::start(common::test_config(), Rooms::new(RoomConfig::default()));
+    let server = common::start_rooms(RoomServer::new(common::test_config(), RoomConfig::default()));
     let v = broadcast(server.addr, "/ws?username=bench", Mode::Rooms);
     assert_eq!(v["mode"], "rooms");
     assert!(f(&v, "deliveries") > 0.0, "{v}");

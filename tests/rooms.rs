@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use roomcast::net::{Config, OverflowPolicy};
 use roomcast::rooms::rate::RateLimit;
-use roomcast::rooms::{RoomConfig, Rooms};
+use roomcast::rooms::{RoomConfig, RoomServer};
+use roomcast::runtime::AcceptMode;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -18,9 +19,67 @@ use tungstenite::{Message, WebSocket, connect};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
-fn rooms(config: Config, room: RoomConfig) -> Running {
-    start(config, Rooms::new(room))
+/// How many workers the servers of the running test have, and how
+/// connections reach them. Every test below runs on one worker and on three
+/// (with `handoff`, connection k lands on worker k mod 3, so members,
+/// senders and room owners are spread deterministically), and on two with
+/// `SO_REUSEPORT` (the kernel's spread).
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    workers: usize,
+    mode: AcceptMode,
 }
+
+thread_local! {
+    static LAYOUT: std::cell::Cell<Layout> = const { std::cell::Cell::new(Layout { workers: 1, mode: AcceptMode::ReusePort }) };
+}
+
+fn rooms(config: Config, room: RoomConfig) -> Running {
+    let layout = LAYOUT.get();
+    start_rooms(
+        RoomServer::new(config, room)
+            .workers(layout.workers)
+            .accept(layout.mode),
+    )
+}
+
+macro_rules! on_every_layout {
+    ($($name:ident),* $(,)?) => {
+        mod one_worker {
+            $(#[test] fn $name() { super::$name() })*
+        }
+        mod three_workers_round_robin {
+            $(#[test] fn $name() {
+                super::LAYOUT.set(super::Layout { workers: 3, mode: super::AcceptMode::Handoff });
+                super::$name()
+            })*
+        }
+        mod two_workers_reuseport {
+            $(#[test] fn $name() {
+                super::LAYOUT.set(super::Layout { workers: 2, mode: super::AcceptMode::ReusePort });
+                super::$name()
+            })*
+        }
+    };
+}
+
+on_every_layout!(
+    presence_with_multi_connection_users,
+    broadcast_reaches_every_member_including_sender_with_increasing_seq,
+    history_and_recovery_after_reconnect,
+    direct_messages_reach_every_connection_of_the_user,
+    typing_goes_to_every_other_connection,
+    every_error_code_keeps_the_connection_open,
+    binary_on_the_json_endpoint_is_closed_with_1003,
+    bad_upgrades_and_http_routes,
+    chat_tutorial_mode_is_byte_compatible,
+    pubsub_relays_frames_verbatim_to_all_subscribers,
+    a_stalled_reader_is_closed_and_delays_no_one,
+    a_stalled_reader_under_drop_policy_is_told_what_it_missed,
+    rate_limits_answer_then_close_on_abuse,
+    shutdown_tells_everyone_1001_and_health_turns_503,
+    stats_and_metrics_match_the_traffic,
+);
 
 fn server() -> Running {
     rooms(test_config(), RoomConfig::default())
@@ -111,14 +170,18 @@ fn stats_when(addr: SocketAddr, check: impl Fn(&Value) -> bool) -> Value {
     panic!("stats never matched: {}", stats(addr));
 }
 
-#[test]
 fn presence_with_multi_connection_users() {
     let server = server();
     let mut alice1 = user(server.addr, "alice");
     let joined = join(&mut alice1, "lobby");
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert!(
+        epoch.len() == 16 && epoch.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{joined}"
+    );
     assert_eq!(
         joined,
-        json!({"type": "joined", "room": "lobby", "users": ["alice"], "seq": 0})
+        json!({"type": "joined", "room": "lobby", "users": ["alice"], "seq": 0, "epoch": epoch})
     );
     let mut bob = user(server.addr, "bob");
     let joined = join(&mut bob, "lobby");
@@ -147,7 +210,6 @@ fn presence_with_multi_connection_users() {
     );
 }
 
-#[test]
 fn broadcast_reaches_every_member_including_sender_with_increasing_seq() {
     let server = server();
     let mut a = user(server.addr, "a");
@@ -179,7 +241,6 @@ fn broadcast_reaches_every_member_including_sender_with_increasing_seq() {
     assert_quiet(&mut outsider);
 }
 
-#[test]
 fn history_and_recovery_after_reconnect() {
     let server = rooms(
         test_config(),
@@ -189,14 +250,14 @@ fn history_and_recovery_after_reconnect() {
         },
     );
     let mut a = user(server.addr, "a");
-    join(&mut a, "r");
+    let epoch = join(&mut a, "r")["epoch"].clone();
     for i in 1..=5 {
         send(&mut a, json!({"type": "broadcast", "room": "r", "content": i}));
         recv(&mut a);
     }
     // Missed 4 and 5: both still in history.
     let mut b = user(server.addr, "b");
-    send(&mut b, json!({"type": "join", "room": "r", "since": 3}));
+    send(&mut b, json!({"type": "join", "room": "r", "since": 3, "epoch": epoch}));
     let joined = recv(&mut b);
     assert_eq!(
         (joined["seq"].clone(), joined["recovered"].clone()),
@@ -205,9 +266,32 @@ fn history_and_recovery_after_reconnect() {
     assert_eq!(recv(&mut b)["seq"], 4);
     assert_eq!(recv(&mut b)["seq"], 5);
     assert_quiet(&mut b);
+    // Without the epoch nothing can be proven: recovered false, what is kept follows.
+    let mut d = user(server.addr, "d");
+    send(&mut d, json!({"type": "join", "room": "r", "since": 3}));
+    assert_eq!(recv(&mut d)["recovered"], false);
+    assert_eq!(recv(&mut d)["seq"], 4);
+    assert_eq!(recv(&mut d)["seq"], 5);
+    assert_quiet(&mut d);
+    // Another epoch (a history that was reset): recovered false, nothing follows.
+    let mut e = user(server.addr, "e");
+    send(
+        &mut e,
+        json!({"type": "join", "room": "r", "since": 3, "epoch": "0123456789abcdef"}),
+    );
+    let joined = recv(&mut e);
+    assert_eq!(
+        (joined["recovered"].clone(), joined["epoch"].clone()),
+        (json!(false), epoch.clone())
+    );
+    assert_quiet(&mut e);
+    // A `since` ahead of the room: recovered false.
+    send(&mut e, json!({"type": "join", "room": "r", "since": 9, "epoch": epoch}));
+    assert_eq!(recv(&mut e)["recovered"], false);
+    assert_quiet(&mut e);
     // Missed from 2 on, but 2 has left the history: recovered false, 3..5 follow.
     let mut c = user(server.addr, "c");
-    send(&mut c, json!({"type": "join", "room": "r", "since": 1}));
+    send(&mut c, json!({"type": "join", "room": "r", "since": 1, "epoch": epoch}));
     assert_eq!(recv(&mut c)["recovered"], false);
     let seqs: Vec<Value> = (0..3).map(|_| recv(&mut c)["seq"].clone()).collect();
     assert_eq!(seqs, [json!(3), json!(4), json!(5)]);
@@ -234,7 +318,6 @@ fn history_and_recovery_after_reconnect() {
     assert_eq!(seqs(&recv(&mut c)), [4, 5]);
 }
 
-#[test]
 fn direct_messages_reach_every_connection_of_the_user() {
     let server = server();
     let mut a = user(server.addr, "alice");
@@ -259,7 +342,6 @@ fn direct_messages_reach_every_connection_of_the_user() {
     );
 }
 
-#[test]
 fn typing_goes_to_every_other_connection() {
     let server = server();
     let mut a1 = user(server.addr, "a");
@@ -277,7 +359,6 @@ fn typing_goes_to_every_other_connection() {
     assert_quiet(&mut a1);
 }
 
-#[test]
 fn every_error_code_keeps_the_connection_open() {
     let server = rooms(
         test_config(),
@@ -332,7 +413,6 @@ fn every_error_code_keeps_the_connection_open() {
     assert_eq!(recv(&mut a)["content"], "ok");
 }
 
-#[test]
 fn binary_on_the_json_endpoint_is_closed_with_1003() {
     let server = server();
     let mut a = user(server.addr, "a");
@@ -343,7 +423,6 @@ fn binary_on_the_json_endpoint_is_closed_with_1003() {
     }
 }
 
-#[test]
 fn bad_upgrades_and_http_routes() {
     let server = server();
     let addr = server.addr;
@@ -365,7 +444,6 @@ fn bad_upgrades_and_http_routes() {
     assert_eq!(s["handshake_failures"]["invalid username"], 1);
 }
 
-#[test]
 fn chat_tutorial_mode_is_byte_compatible() {
     let server = server();
     let mut alice = open(server.addr, "/ws/general?username=alice");
@@ -427,7 +505,6 @@ fn chat_tutorial_mode_is_byte_compatible() {
     );
 }
 
-#[test]
 fn pubsub_relays_frames_verbatim_to_all_subscribers() {
     let server = server();
     let mut a = open(server.addr, "/pubsub/prices");
@@ -435,10 +512,15 @@ fn pubsub_relays_frames_verbatim_to_all_subscribers() {
     let mut other = open(server.addr, "/pubsub/other");
     a.send(Message::text("EURUSD 1.08")).unwrap();
     b.send(Message::binary(vec![1u8, 2, 3])).unwrap();
-    for ws in [&mut a, &mut b] {
-        assert_eq!(ws.read().unwrap(), Message::text("EURUSD 1.08"));
-        assert_eq!(ws.read().unwrap(), Message::binary(vec![1u8, 2, 3]));
-    }
+    // Two senders on two connections: either may come first, but every
+    // subscriber sees the one order the topic's owner decided.
+    let seen: Vec<Vec<Message>> = [&mut a, &mut b]
+        .into_iter()
+        .map(|ws| vec![ws.read().unwrap(), ws.read().unwrap()])
+        .collect();
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[0].contains(&Message::text("EURUSD 1.08")));
+    assert!(seen[0].contains(&Message::binary(vec![1u8, 2, 3])));
     other.send(Message::text("only here")).unwrap();
     assert_eq!(other.read().unwrap(), Message::text("only here"));
 }
@@ -494,7 +576,6 @@ fn publish_and_read_all(publisher: &mut Ws, reader: &mut Ws, n: usize) -> Vec<Va
     others
 }
 
-#[test]
 fn a_stalled_reader_is_closed_and_delays_no_one() {
     let (server, mut publisher, mut reader, _stalled) = slow_consumer_setup(OverflowPolicy::Close);
     // ~10 MB: far beyond the stalled client's socket buffers and queue limit.
@@ -507,33 +588,28 @@ fn a_stalled_reader_is_closed_and_delays_no_one() {
     );
 }
 
-#[test]
 fn a_stalled_reader_under_drop_policy_is_told_what_it_missed() {
     let (server, mut publisher, mut reader, mut stalled) = slow_consumer_setup(OverflowPolicy::Drop);
     publish_and_read_all(&mut publisher, &mut reader, 600);
-    let dropped = stats(server.addr)["dropped_messages"].as_u64().unwrap();
-    assert!(dropped > 0);
     // It drains: every message frame it got, then the count of the rest.
     let mut got = 0;
-    loop {
+    let dropped = loop {
         let (op, payload) = read_frame(&mut stalled);
         assert_eq!(op, 1);
         let event: Value = serde_json::from_slice(&payload).unwrap();
         match event["type"].as_str().unwrap() {
             "message" => got += 1,
             "welcome" | "joined" => {}
-            "dropped" => {
-                assert_eq!(event["count"], dropped);
-                break;
-            }
+            "dropped" => break event["count"].as_u64().unwrap(),
             other => panic!("unexpected {other}"),
         }
-    }
+    };
+    assert!(dropped > 0);
     assert_eq!(got + dropped, 600);
-    assert_eq!(stats(server.addr)["slow_consumer_closes"], 0);
+    let s = stats_when(server.addr, |s| s["dropped_messages"] == dropped);
+    assert_eq!(s["slow_consumer_closes"], 0);
 }
 
-#[test]
 fn rate_limits_answer_then_close_on_abuse() {
     let room = RoomConfig {
         rate: RateLimit {
@@ -560,7 +636,6 @@ fn rate_limits_answer_then_close_on_abuse() {
     assert_eq!(stats(server.addr)["rate_limited"], 4);
 }
 
-#[test]
 fn shutdown_tells_everyone_1001_and_health_turns_503() {
     let server = server();
     let mut clients: Vec<TcpStream> = (0..3)
@@ -582,7 +657,6 @@ fn shutdown_tells_everyone_1001_and_health_turns_503() {
     }
 }
 
-#[test]
 fn stats_and_metrics_match_the_traffic() {
     let server = server();
     let mut a = user(server.addr, "a");
@@ -618,6 +692,8 @@ fn stats_and_metrics_match_the_traffic() {
     // Every kind of departure leaves the index clean.
     drop(a);
     b.close(None).unwrap();
-    let s = stats_when(server.addr, |s| s["connections_active"] == 0);
-    assert_eq!((s["rooms"].clone(), s["members"].clone()), (json!(0), json!(0)));
+    // Rooms are counted by their owners, which may be other workers.
+    stats_when(server.addr, |s| {
+        s["connections_active"] == 0 && s["rooms"] == 0 && s["members"] == 0
+    });
 }

@@ -11,7 +11,7 @@ use roomcast::apps::echo::Echo;
 use roomcast::client::{Client, ClientConfig, ClientError, HandshakeError, Message as ClientMessage};
 use roomcast::net::{Config, TlsConfig};
 use roomcast::protocol::{CloseCode as OurCloseCode, Limits};
-use roomcast::rooms::{RoomConfig, Rooms};
+use roomcast::rooms::{RoomConfig, RoomServer};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -81,7 +81,10 @@ fn tungstenite_echo_over_wss_text_binary_large_and_close_code() {
 #[test]
 fn room_server_over_wss() {
     let ca = TestCa::new("rooms CA");
-    let server = start(tls_test_config(&ca.server_cert()), Rooms::new(RoomConfig::default()));
+    let server = start_rooms(RoomServer::new(
+        tls_test_config(&ca.server_cert()),
+        RoomConfig::default(),
+    ));
     let mut alice = wss(server.addr, &ca, "/ws?username=alice");
     let mut bob = wss(server.addr, &ca, "/ws?username=bob");
     let recv = |ws: &mut tungstenite::WebSocket<TlsStream>| -> Value {
@@ -156,7 +159,10 @@ fn plain_http_and_garbage_on_the_tls_port_are_dropped() {
 fn a_client_that_does_not_trust_the_certificate_fails_and_the_server_goes_on() {
     let ca = TestCa::new("server CA");
     let stranger = TestCa::new("another CA");
-    let server = start(tls_test_config(&ca.server_cert()), Rooms::new(RoomConfig::default()));
+    let server = start_rooms(RoomServer::new(
+        tls_test_config(&ca.server_cert()),
+        RoomConfig::default(),
+    ));
     let err = tls_connect(server.addr, &stranger).map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
     let mut ws = wss(server.addr, &ca, "/ws?username=carol");

@@ -3,7 +3,7 @@
 //! gets the server's counters as JSON, so benchmarks can read connection
 //! counts and live heap bytes.
 
-use crate::net::{App, CloseReason, ConnId, Ctx, Route, Stats};
+use crate::net::{App, CloseReason, ConnId, Ctx, Route, Shared};
 use crate::protocol::MessageKind;
 use crate::protocol::handshake::head::Request;
 use crate::protocol::handshake::server::http_response;
@@ -15,14 +15,29 @@ pub struct Echo;
 impl App for Echo {
     type State = ();
 
-    fn route(&mut self, req: &Request, _peer: SocketAddr, stats: &Stats, _draining: bool) -> Route<()> {
+    fn route(&mut self, req: &Request, _peer: SocketAddr, net: &Shared, _draining: bool) -> Route<()> {
         if req.wants_upgrade() {
             return Route::Upgrade(());
         }
         let heap = crate::heap::live_bytes().map_or("null".to_owned(), |b| b.to_string());
+        let t = net.totals();
+        let workers: Vec<String> = net
+            .per_worker()
+            .map(|w| {
+                format!(
+                    "{{\"connections_active\":{},\"connections_total\":{}}}",
+                    w.connections_active.get(),
+                    w.connections_total.get()
+                )
+            })
+            .collect();
         let body = format!(
-            "{{\"connections_active\":{},\"connections_total\":{},\"messages_in\":{},\"messages_out\":{},\"heap_bytes\":{heap}}}",
-            stats.connections_active, stats.connections_total, stats.messages_in, stats.messages_out
+            "{{\"connections_active\":{},\"connections_total\":{},\"messages_in\":{},\"messages_out\":{},\"heap_bytes\":{heap},\"workers\":[{}]}}",
+            t.connections_active,
+            t.connections_total,
+            t.messages_in,
+            t.messages_out,
+            workers.join(",")
         );
         Route::Respond(http_response(200, "", "application/json", body.as_bytes()))
     }

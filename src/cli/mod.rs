@@ -6,16 +6,23 @@ pub mod config;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
-use roomcast::net::{Config, OverflowPolicy, ShutdownHandle, TlsConfig, TlsError};
+use roomcast::net::{Config, OverflowPolicy, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
 use roomcast::rooms::RoomConfig;
 use roomcast::rooms::rate::RateLimit;
+use roomcast::runtime::{AcceptMode, Stop};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AcceptModeArg {
+    Reuseport,
+    Handoff,
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Overflow {
@@ -29,6 +36,15 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub listen: SocketAddr,
+    /// Event-loop threads, each with its own listener (SO_REUSEPORT); 0
+    /// means one per core this process may use.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// How connections are spread over the workers: a listener per worker
+    /// (`reuseport`, the kernel picks) or worker 0 accepting and handing
+    /// them out in turn (`handoff`).
+    #[arg(long, value_enum, default_value = "reuseport")]
+    pub accept_mode: AcceptModeArg,
     /// Listen backlog (capped by the kernel's net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
@@ -118,6 +134,9 @@ pub struct ServeArgs {
     /// Messages kept per room for `history` and recovery.
     #[arg(long, default_value_t = 100)]
     pub history_size: usize,
+    /// Seconds a message stays in history (0 = no age limit; default 7 days).
+    #[arg(long, default_value_t = 604_800.0)]
+    pub history_ttl: f64,
     /// Rooms one connection may be in.
     #[arg(long, default_value_t = 64)]
     pub max_rooms_per_connection: usize,
@@ -210,6 +229,7 @@ impl ServeArgs {
         RoomConfig {
             max_rooms_per_connection: self.max_rooms_per_connection,
             history_size: self.history_size,
+            history_ttl: optional_secs(self.history_ttl),
             max_content_size: self.max_content_size,
             rate: RateLimit {
                 per_second: self.rate,
@@ -228,6 +248,21 @@ fn optional_secs(s: f64) -> Option<Duration> {
 }
 
 impl ServerArgs {
+    /// `--workers`, with 0 resolved to the cores available.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => roomcast::runtime::default_workers(),
+            n => n,
+        }
+    }
+
+    pub fn accept_mode(&self) -> AcceptMode {
+        match self.accept_mode {
+            AcceptModeArg::Reuseport => AcceptMode::ReusePort,
+            AcceptModeArg::Handoff => AcceptMode::Handoff,
+        }
+    }
+
     pub fn config(&self) -> Config {
         Config {
             listen: self.listen,
@@ -287,7 +322,7 @@ impl ServerArgs {
 
 /// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
 /// With TLS, SIGHUP reloads the certificate and key for new connections.
-pub fn stop_on_signals(handle: ShutdownHandle, tls: Option<TlsConfig>) -> std::io::Result<()> {
+pub fn stop_on_signals(handle: Stop, tls: Option<TlsConfig>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     if tls.is_some() {
         signals.add_signal(SIGHUP)?;

@@ -1,32 +1,51 @@
 //! Plain HTTP on the WebSocket port: `/health`, `/stats` (JSON) and
 //! `/metrics` (Prometheus text exposition format 0.0.4).
 
-use crate::net::Stats;
+use crate::net::Totals;
 use crate::protocol::handshake::server::http_response;
-use crate::rooms::RoomCounters;
+use crate::rooms::RoomTotals;
+use crate::store::StoreHealth;
 use std::fmt::Write;
 use std::time::Instant;
 
-/// Everything `/stats` and `/metrics` report, gathered at request time.
+/// One worker's share, for `/stats`' `workers` and `/metrics`' `worker` label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    pub connections_active: u64,
+    pub connections_total: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Rooms with members that this worker owns.
+    pub rooms: u64,
+    /// Memberships of this worker's connections.
+    pub members: u64,
+}
+
+/// Everything `/stats` and `/metrics` report, gathered at request time
+/// from every worker.
 #[derive(Debug)]
-pub struct Snapshot<'a> {
-    pub net: &'a Stats,
+pub struct Snapshot {
+    /// All workers' event-loop counters, summed.
+    pub net: Totals,
+    pub started: Instant,
     pub now: Instant,
-    pub rooms: usize,
-    pub members: usize,
-    pub counters: RoomCounters,
+    pub rooms: u64,
+    pub members: u64,
+    pub counters: RoomTotals,
     /// Messages per second in and out since the previous snapshot.
     pub rates: (f64, f64),
     pub heap_bytes: Option<usize>,
     pub draining: bool,
+    pub workers: Vec<WorkerSnapshot>,
+    pub store: StoreHealth,
 }
 
 /// Every abuse limit and how often it was hit, under one name each: the
 /// `limit` label of `roomcast_limit_hits_total` and the keys of `/stats`'
 /// `limits` object.
 fn limit_hits(s: &Snapshot) -> [(&'static str, u64); 12] {
-    let n = s.net;
-    let failures = |reason| n.handshake_failures.get(reason).copied().unwrap_or(0);
+    let n = &s.net;
+    let failures = |reason: &str| n.handshake_failures.get(reason).copied().unwrap_or(0);
     let closes = |code| n.protocol_error_codes.get(&code).copied().unwrap_or(0);
     [
         ("max_connections", n.rejected_full),
@@ -51,12 +70,51 @@ fn json_map<K: std::fmt::Display>(pairs: impl Iterator<Item = (K, u64)>) -> Stri
     format!("{{{}}}", items.join(","))
 }
 
+fn store_json(h: &StoreHealth) -> String {
+    format!(
+        "{{\"degraded\":{},\"errors\":{},\"persisted\":{}}}",
+        h.degraded
+            .as_deref()
+            .map_or(serde_json::Value::Null, serde_json::Value::from),
+        h.errors,
+        h.persisted
+    )
+}
+
+fn workers_json(workers: &[WorkerSnapshot]) -> String {
+    let items: Vec<String> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                concat!(
+                    "{{\"worker\":{},\"connections_active\":{},\"connections_total\":{},",
+                    "\"messages_in\":{},\"messages_out\":{},\"rooms\":{},\"members\":{}}}"
+                ),
+                i, w.connections_active, w.connections_total, w.messages_in, w.messages_out, w.rooms, w.members
+            )
+        })
+        .collect();
+    items.join(",")
+}
+
 pub fn health(s: &Snapshot) -> Vec<u8> {
-    let (status, word) = if s.draining { (503, "draining") } else { (200, "ok") };
+    let (status, word) = if s.draining {
+        (503, "draining")
+    } else if s.store.degraded.is_some() {
+        // Still serving live messages: degraded, not down.
+        (200, "degraded")
+    } else {
+        (200, "ok")
+    };
+    let store = s.store.degraded.as_deref().map_or(String::new(), |e| {
+        format!(",\"store_error\":{}", serde_json::Value::from(e))
+    });
     let body = format!(
-        "{{\"status\":\"{word}\",\"connections\":{},\"uptime_seconds\":{}}}",
+        "{{\"status\":\"{word}\",\"connections\":{},\"workers\":{},\"uptime_seconds\":{}{store}}}",
         s.net.connections_active,
-        s.now.duration_since(s.net.started).as_secs()
+        s.workers.len(),
+        s.now.duration_since(s.started).as_secs()
     );
     http_response(
         status,
@@ -67,7 +125,7 @@ pub fn health(s: &Snapshot) -> Vec<u8> {
 }
 
 pub fn stats(s: &Snapshot) -> Vec<u8> {
-    let n = s.net;
+    let n = &s.net;
     let failures = json_map(n.handshake_failures.iter().map(|(k, v)| (k, *v)));
     let codes = json_map(n.protocol_error_codes.iter().map(|(k, v)| (k, *v)));
     let limits = json_map(limit_hits(s).into_iter());
@@ -81,7 +139,8 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
             "\"rate_limited\":{},\"protocol_errors\":{},\"dead_peers\":{},\"idle_closes\":{},",
             "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{},",
             "\"protocol_errors_by_code\":{},\"limits\":{},\"not_authorized\":{},\"token_refreshes\":{},",
-            "\"heap_bytes\":{},\"uptime_seconds\":{}}}"
+            "\"unavailable\":{},\"deferred_commands\":{},\"store\":{},",
+            "\"heap_bytes\":{},\"uptime_seconds\":{},\"workers\":[{}]}}"
         ),
         n.connections_total,
         n.connections_active,
@@ -106,14 +165,18 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
         limits,
         c.not_authorized,
         c.refreshes,
+        c.unavailable,
+        c.deferred,
+        store_json(&s.store),
         s.heap_bytes.map_or("null".to_owned(), |b| b.to_string()),
-        s.now.duration_since(n.started).as_secs()
+        s.now.duration_since(s.started).as_secs(),
+        workers_json(&s.workers),
     );
     http_response(200, "Cache-Control: no-store\r\n", "application/json", body.as_bytes())
 }
 
 pub fn metrics(s: &Snapshot) -> Vec<u8> {
-    let n = s.net;
+    let n = &s.net;
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = write!(
@@ -222,7 +285,7 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         "uptime_seconds",
         "gauge",
         "Seconds since start.",
-        s.now.duration_since(n.started).as_secs().to_string(),
+        s.now.duration_since(s.started).as_secs().to_string(),
     );
     out.push_str("# HELP roomcast_handshake_failures_total Upgrade requests refused, by reason.\n");
     out.push_str("# TYPE roomcast_handshake_failures_total counter\n");
@@ -260,5 +323,70 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         ),
         s.counters.not_authorized, s.counters.refreshes
     );
+    let _ = write!(
+        out,
+        concat!(
+            "# HELP roomcast_unavailable_total Commands refused because shared room state could not be reached.\n",
+            "# TYPE roomcast_unavailable_total counter\nroomcast_unavailable_total {}\n",
+            "# HELP roomcast_deferred_commands_total Commands held back to keep a connection's replies in order.\n",
+            "# TYPE roomcast_deferred_commands_total counter\nroomcast_deferred_commands_total {}\n",
+            "# HELP roomcast_store_errors_total History store write or read errors.\n",
+            "# TYPE roomcast_store_errors_total counter\nroomcast_store_errors_total {}\n",
+            "# HELP roomcast_store_persisted_total Messages durably written by the history store.\n",
+            "# TYPE roomcast_store_persisted_total counter\nroomcast_store_persisted_total {}\n",
+            "# HELP roomcast_store_degraded 1 while the history store is failing.\n",
+            "# TYPE roomcast_store_degraded gauge\nroomcast_store_degraded {}\n",
+        ),
+        s.counters.unavailable,
+        s.counters.deferred,
+        s.store.errors,
+        s.store.persisted,
+        u8::from(s.store.degraded.is_some())
+    );
+    type PerWorker = (&'static str, &'static str, &'static str, fn(&WorkerSnapshot) -> u64);
+    let per_worker: [PerWorker; 6] = [
+        (
+            "worker_connections_active",
+            "gauge",
+            "Open WebSocket connections, per worker.",
+            |w| w.connections_active,
+        ),
+        (
+            "worker_connections_total",
+            "counter",
+            "WebSocket connections accepted, per worker.",
+            |w| w.connections_total,
+        ),
+        (
+            "worker_messages_in_total",
+            "counter",
+            "Messages received, per worker.",
+            |w| w.messages_in,
+        ),
+        (
+            "worker_messages_out_total",
+            "counter",
+            "Messages queued to clients, per worker.",
+            |w| w.messages_out,
+        ),
+        (
+            "worker_rooms",
+            "gauge",
+            "Rooms with members owned by the worker.",
+            |w| w.rooms,
+        ),
+        (
+            "worker_room_members",
+            "gauge",
+            "Room memberships of the worker's connections.",
+            |w| w.members,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}");
+        for (i, w) in s.workers.iter().enumerate() {
+            let _ = writeln!(out, "roomcast_{name}{{worker=\"{i}\"}} {}", value(w));
+        }
+    }
     http_response(200, "", "text/plain; version=0.0.4; charset=utf-8", out.as_bytes())
 }

@@ -8,6 +8,7 @@ use super::config::{Config, OverflowPolicy};
 use super::conn::{Conn, Phase, lookup};
 use super::id::ConnId;
 use super::send_queue::Chunk;
+use super::shared::Shared;
 use super::stats::Stats;
 use crate::protocol::deflate::SharedCompressor;
 use crate::protocol::frame::encode_server_frame;
@@ -40,6 +41,15 @@ pub struct Outgoing {
     /// The frame compressed with a fresh context; `None` inside when the
     /// message goes uncompressed (below the threshold, or no gain).
     compressed: OnceLock<Option<Arc<[u8]>>>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("kind", &self.kind)
+            .field("len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outgoing {
@@ -105,8 +115,9 @@ pub trait App {
     /// Per-connection application state, kept in the connection's slot.
     type State;
 
-    /// Routes a complete request head. `draining` is true during shutdown.
-    fn route(&mut self, req: &Request, peer: SocketAddr, stats: &Stats, draining: bool) -> Route<Self::State>;
+    /// Routes a complete request head. `net` holds every worker's counters;
+    /// `draining` is true during shutdown.
+    fn route(&mut self, req: &Request, peer: SocketAddr, net: &Shared, draining: bool) -> Route<Self::State>;
 
     /// A WebSocket connection opened.
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId);
@@ -128,14 +139,37 @@ pub trait App {
 
     /// Called once `next_deadline` has passed.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self::State>) {}
+
+    /// Called on every loop turn, right after `poll` returns and before the
+    /// turn's socket events: work handed over by other threads (through the
+    /// loop's `Waker`) is taken here.
+    fn on_wake(&mut self, _ctx: &mut Ctx<'_, Self::State>) {}
+
+    /// Called before the loop writes its queued output and blocks in `poll`:
+    /// hand work to other threads here, so that it is on its way before any
+    /// reply the client reads. Returns false when work for this loop is
+    /// already waiting, so the loop must not block.
+    fn before_poll(&mut self) -> bool {
+        true
+    }
+
+    /// During a graceful shutdown, once this loop's connections are all
+    /// gone: whether the loop may end now. An application whose state other
+    /// loops still talk to returns false until they are done too (the
+    /// shutdown deadline ends the loop regardless).
+    fn can_exit(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> bool {
+        true
+    }
 }
 
 /// What the application can do to connections while handling an event.
 pub struct Ctx<'a, S> {
     pub(super) conns: &'a mut Slab<Conn<S>>,
     pub(super) config: &'a Config,
-    pub(super) stats: &'a mut Stats,
+    pub(super) stats: &'a Stats,
     pub(super) dirty: &'a mut Vec<ConnId>,
+    /// Connections to read again this turn (reading resumed).
+    pub(super) ready: &'a mut Vec<ConnId>,
     /// Connections that must leave the open state (overflow closes); the
     /// loop finishes them after the handler returns.
     pub(super) closing: &'a mut Vec<(ConnId, CloseCode, &'static str)>,
@@ -219,24 +253,65 @@ impl<S> Ctx<'_, S> {
             return match overflow {
                 OverflowPolicy::Drop => {
                     conn.dropped += 1;
-                    self.stats.dropped_messages += 1;
+                    self.stats.dropped_messages.inc();
                     Sent::Dropped
                 }
                 OverflowPolicy::Close => {
                     conn.doomed = true;
-                    self.stats.slow_consumer_closes += 1;
+                    self.stats.slow_consumer_closes.inc();
                     self.closing.push((id, CloseCode::POLICY, "slow consumer"));
                     Sent::Closed
                 }
             };
         }
         conn.out.push(chunk);
-        self.stats.messages_out += 1;
+        self.stats.messages_out.inc();
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);
         }
         Sent::Queued
+    }
+
+    /// Stops reading from the connection until `resume_reading`: the
+    /// application has more of its input waiting than it wants to hold (TCP
+    /// backpressure reaches the peer).
+    pub fn pause_reading(&mut self, id: ConnId) {
+        if let Some(conn) = lookup(self.conns, id) {
+            conn.app_paused = true;
+        }
+    }
+
+    /// Reads from a connection paused by `pause_reading` again.
+    pub fn resume_reading(&mut self, id: ConnId) {
+        if let Some(conn) = lookup(self.conns, id)
+            && conn.app_paused
+        {
+            conn.app_paused = false;
+            self.ready.push(id);
+        }
+    }
+
+    /// Writes nothing to the connection (its handshake response included)
+    /// until `release_output`: the application is not ready for the peer
+    /// to act yet (e.g. a subscription is being made elsewhere).
+    pub fn hold_output(&mut self, id: ConnId) {
+        if let Some(conn) = self.open_conn(id) {
+            conn.held = true;
+        }
+    }
+
+    /// Lets held output go.
+    pub fn release_output(&mut self, id: ConnId) {
+        if let Some(conn) = lookup(self.conns, id)
+            && conn.held
+        {
+            conn.held = false;
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
     }
 
     /// Starts the close handshake with `code`.

@@ -43,6 +43,10 @@ pub struct Conn<S> {
     pub dirty: bool,
     /// Reading stopped because our output to the peer is backed up.
     pub read_paused: bool,
+    /// Reading stopped by the application (`Ctx::pause_reading`).
+    pub app_paused: bool,
+    /// Output held back by the application (`Ctx::hold_output`).
+    pub held: bool,
     /// Our write side has been shut down.
     pub shut: bool,
     /// A close is pending (policy or application); no more sends.
@@ -65,6 +69,8 @@ impl<S> Conn<S> {
             want_write: false,
             dirty: false,
             read_paused: false,
+            app_paused: false,
+            held: false,
             shut: false,
             doomed: false,
             dropped: 0,

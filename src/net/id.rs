@@ -35,13 +35,38 @@ impl ConnId {
 }
 
 /// Hands out generations, skipping 0 (reserved for the fixed tokens above).
-#[derive(Debug, Default)]
-pub struct Generations(u32);
+/// Worker `w` of `n` hands out `w + 1, w + 1 + n, ...`, so ids are unique
+/// across the workers of a process.
+#[derive(Debug)]
+pub struct Generations {
+    last: u32,
+    step: u32,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Generations::for_worker(0, 1)
+    }
+}
 
 impl Generations {
+    pub fn for_worker(worker: usize, workers: usize) -> Self {
+        let step = workers.clamp(1, u32::MAX as usize) as u32;
+        Generations {
+            // The first `next_generation` lands on `worker + 1`.
+            last: (worker as u32 % step).wrapping_add(1).wrapping_sub(step),
+            step,
+        }
+    }
+
     pub fn next_generation(&mut self) -> u32 {
-        self.0 = self.0.wrapping_add(1).max(1);
-        self.0
+        self.last = self.last.wrapping_add(self.step);
+        if self.last == 0 {
+            // Only after 2^32 / n connections of this worker, when the ids
+            // it could now repeat are long closed; 0 stays reserved.
+            self.last = self.last.wrapping_add(self.step);
+        }
+        self.last
     }
 }
 
@@ -56,8 +81,9 @@ mod tests {
             generation: 3,
         };
         assert_eq!(ConnId::from_token(id.token()), id);
-        let mut g = Generations(u32::MAX);
+        let mut g = Generations::default();
         assert_eq!(g.next_generation(), 1);
+        assert_eq!(g.next_generation(), 2);
         assert_ne!(
             ConnId {
                 index: 0,
@@ -74,5 +100,19 @@ mod tests {
             .token(),
             SIGNAL
         );
+    }
+
+    #[test]
+    fn workers_hand_out_disjoint_generations() {
+        let mut seen = std::collections::HashSet::new();
+        for w in 0..3 {
+            let mut g = Generations::for_worker(w, 3);
+            for _ in 0..100 {
+                let n = g.next_generation();
+                assert_ne!(n, 0);
+                assert_eq!((n - 1) % 3, w as u32);
+                assert!(seen.insert(n));
+            }
+        }
     }
 }

@@ -14,9 +14,11 @@ use super::config::Config;
 use super::conn::{Conn, Phase, lookup};
 use super::heartbeat::{Action, Heartbeat, Policy};
 use super::id::{ConnId, Generations, LISTENER};
-use super::per_ip::{self, PerIp, Refusal};
+use super::mailbox::Mailbox;
+use super::per_ip;
 use super::rate::{TokenBucket, Verdict};
 use super::send_queue::Chunk;
+use super::shared::{Refusal, Shared};
 use super::stats::Stats;
 use super::timers::Timers;
 use super::transport::{Transport, tls_failure};
@@ -57,16 +59,55 @@ impl ShutdownHandle {
     }
 }
 
+/// A `Poll` and the `Waker` other threads use to interrupt it: made before
+/// the application, so the application can hand the waker to whoever
+/// sends it work.
+pub struct Reactor {
+    poll: Poll,
+    waker: Arc<Waker>,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        Ok(Reactor { poll, waker })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+}
+
+/// A connection accepted by another loop and handed to this one.
+pub type Adopted = (TcpStream, SocketAddr);
+
+/// One loop accepts for all (`--accept-mode handoff`): each admitted
+/// connection goes to the next loop in turn, through its inbox.
+pub struct Handoff {
+    /// Where other loops hand this one its connections.
+    pub inbox: Arc<Mailbox<Adopted>>,
+    /// Every loop's inbox, by worker index (used by the accepting loop).
+    pub peers: Arc<[Arc<Mailbox<Adopted>>]>,
+}
+
 pub struct Server<A: App> {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` for a loop that only adopts connections (handoff mode).
+    listener: Option<TcpListener>,
+    handoff: Option<Handoff>,
+    /// The next loop an accepted connection goes to (handoff mode).
+    next_loop: usize,
+    worker: usize,
+    adopted: Vec<Adopted>,
     local_addr: SocketAddr,
     conns: Slab<Conn<A::State>>,
     timers: Timers,
     generations: Generations,
     app: A,
     config: Config,
-    stats: Stats,
+    stats: Arc<Stats>,
+    shared: Arc<Shared>,
     read_buf: Box<[u8]>,
     dirty: Vec<ConnId>,
     ready: Vec<ConnId>,
@@ -75,26 +116,59 @@ pub struct Server<A: App> {
     shutdown: ShutdownHandle,
     drain_deadline: Option<Instant>,
     next_housekeeping: Instant,
-    per_ip: PerIp,
 }
 
 impl<A: App> Server<A> {
+    /// One event loop on its own listener: the whole server in one thread.
     pub fn bind(config: Config, app: A) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut listener = listen(config.listen, config.backlog)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let listener = listen(config.listen, config.backlog, false)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Shared::new(1, Instant::now());
+        Self::new(
+            Reactor::new()?,
+            Some(listener),
+            local_addr,
+            None,
+            config,
+            app,
+            shared,
+            0,
+        )
+    }
+
+    /// Worker `worker` of the process whose shared state is `shared`
+    /// (see `crate::runtime`), accepting from `listener`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reactor: Reactor,
+        mut listener: Option<TcpListener>,
+        local_addr: SocketAddr,
+        handoff: Option<Handoff>,
+        config: Config,
+        app: A,
+        shared: Arc<Shared>,
+        worker: usize,
+    ) -> io::Result<Self> {
+        let Reactor { poll, waker } = reactor;
+        if let Some(listener) = &mut listener {
+            poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
         let now = Instant::now();
         Ok(Server {
-            local_addr: listener.local_addr()?,
+            local_addr,
             poll,
             listener,
+            handoff,
+            next_loop: worker,
+            worker,
+            adopted: Vec::new(),
             conns: Slab::new(),
             timers: Timers::default(),
-            generations: Generations::default(),
+            generations: Generations::for_worker(worker, shared.worker_count()),
             app,
             config,
-            stats: Stats::new(now),
+            stats: shared.stats(worker).clone(),
+            shared,
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
             dirty: Vec::new(),
             ready: Vec::new(),
@@ -106,7 +180,6 @@ impl<A: App> Server<A> {
             },
             drain_deadline: None,
             next_housekeeping: now,
-            per_ip: PerIp::default(),
         })
     }
 
@@ -122,6 +195,11 @@ impl<A: App> Server<A> {
         &self.app
     }
 
+    /// This loop's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
     /// Runs until a graceful shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -131,7 +209,7 @@ impl<A: App> Server<A> {
                 self.begin_drain(now);
             }
             if let Some(deadline) = self.drain_deadline
-                && (self.conns.is_empty() || now >= deadline)
+                && ((self.conns.is_empty() && self.with_ctx(now, |app, ctx| app.can_exit(ctx))) || now >= deadline)
             {
                 info!(
                     "shutdown complete; {} connections dropped at the deadline",
@@ -139,9 +217,15 @@ impl<A: App> Server<A> {
                 );
                 return Ok(());
             }
+            // Work for other threads leaves before our replies reach any client.
+            let may_block = self.app.before_poll() & self.handoff.as_ref().is_none_or(|h| h.inbox.park());
             // Everything queued since the last poll goes out before we block.
             self.flush_dirty(now);
-            let timeout = self.poll_timeout(now);
+            let timeout = if may_block {
+                self.poll_timeout(now)
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -149,6 +233,9 @@ impl<A: App> Server<A> {
                 return Err(e);
             }
             let now = Instant::now();
+            self.adopt(now);
+            self.with_ctx(now, |app, ctx| app.on_wake(ctx));
+            self.finish_closing(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -249,7 +336,8 @@ impl<A: App> Server<A> {
 
     fn accept(&mut self, now: Instant) {
         while self.accept_paused_until.is_none() {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
                 Ok((socket, peer)) => self.admit(socket, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -264,32 +352,57 @@ impl<A: App> Server<A> {
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.conns.len() >= self.config.max_connections {
-            self.stats.rejected_full += 1;
-            return self.refuse(&mut socket, Rejection::new(503, "server full"));
-        }
-        if let Err(refusal) = self.per_ip.admit(peer.ip(), &self.per_ip_limits(), now) {
-            let reason = match refusal {
-                Refusal::Connections => {
-                    self.stats.rejected_per_ip += 1;
-                    "too many connections from this address"
+        let limits = self.per_ip_limits();
+        if let Err(refusal) = self.shared.admit(peer.ip(), self.config.max_connections, &limits, now) {
+            let (status, reason) = match refusal {
+                Refusal::Full => {
+                    self.stats.rejected_full.inc();
+                    (503, "server full")
+                }
+                Refusal::PerIp => {
+                    self.stats.rejected_per_ip.inc();
+                    (429, "too many connections from this address")
                 }
                 Refusal::Rate => {
-                    self.stats.rejected_handshake_rate += 1;
-                    "too many new connections from this address"
+                    self.stats.rejected_handshake_rate.inc();
+                    (429, "too many new connections from this address")
                 }
             };
             debug!("refused {peer}: {reason}");
-            return self.refuse(&mut socket, Rejection::new(429, reason));
+            return self.refuse(&mut socket, Rejection::new(status, reason));
         }
         if let Err(e) = socket.set_nodelay(true) {
             debug!("set_nodelay for {peer}: {e}");
         }
+        if let Some(handoff) = &self.handoff {
+            let target = self.next_loop % handoff.peers.len();
+            self.next_loop = self.next_loop.wrapping_add(1);
+            if target != self.worker {
+                return handoff.peers[target].send((socket, peer));
+            }
+        }
+        self.register(socket, peer, now);
+    }
+
+    /// Takes the connections another loop accepted for this one.
+    fn adopt(&mut self, now: Instant) {
+        let Some(handoff) = &self.handoff else { return };
+        handoff.inbox.unpark();
+        handoff.inbox.take(&mut self.adopted);
+        let mut adopted = std::mem::take(&mut self.adopted);
+        for (socket, peer) in adopted.drain(..) {
+            self.register(socket, peer, now);
+        }
+        self.adopted = adopted;
+    }
+
+    /// Starts serving an admitted connection on this loop.
+    fn register(&mut self, socket: TcpStream, peer: SocketAddr, now: Instant) {
         let mut socket = match Transport::accept(socket, self.config.tls.as_ref()) {
             Ok(socket) => socket,
             Err(e) => {
                 warn!("TLS session for {peer}: {e}");
-                return self.per_ip.release(peer.ip());
+                return self.shared.release(peer.ip());
             }
         };
         let entry = self.conns.vacant_entry();
@@ -303,7 +416,7 @@ impl<A: App> Server<A> {
             .register(&mut socket, id.token(), Interest::READABLE)
         {
             warn!("register {peer}: {e}");
-            self.per_ip.release(peer.ip());
+            self.shared.release(peer.ip());
             return;
         }
         let deadline = now + self.config.handshake_timeout;
@@ -338,7 +451,7 @@ impl<A: App> Server<A> {
         let pause_at = self.config.read_pause_bytes;
         loop {
             let Some(conn) = self.conn(id) else { return };
-            if conn.read_paused {
+            if conn.read_paused || conn.app_paused {
                 return;
             }
             if conn.out.len_bytes() >= pause_at && !matches!(conn.phase, Phase::Draining) {
@@ -353,7 +466,7 @@ impl<A: App> Server<A> {
                 Ok(0) => return self.on_eof(id, now),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    self.stats.bytes_in += n as u64;
+                    self.stats.bytes_in.add(n as u64);
                     self.on_bytes(id, &buf[..n], now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -362,7 +475,7 @@ impl<A: App> Server<A> {
                     debug!("read from {}: {e}", conn.peer);
                     match tls_failure(&e) {
                         Some(f) if f.handshaking => self.stats.handshake_failed("TLS handshake failed"),
-                        Some(_) => self.stats.protocol_errors += 1,
+                        Some(_) => self.stats.protocol_errors.inc(),
                         None => {}
                     }
                     return self.remove(id, now);
@@ -390,7 +503,7 @@ impl<A: App> Server<A> {
             return;
         };
         let draining = self.drain_deadline.is_some();
-        let state = match self.app.route(&request, peer, &self.stats, draining) {
+        let state = match self.app.route(&request, peer, &self.shared, draining) {
             Route::Respond(response) => return self.respond(id, response, now),
             Route::Reject(rejection) => return self.reject(id, rejection, now),
             Route::Upgrade(_) if draining => {
@@ -420,8 +533,8 @@ impl<A: App> Server<A> {
         let Some(conn) = self.conn(id) else { return };
         conn.phase = Phase::Open { ws, state, heartbeat };
         self.push_control(id, response);
-        self.stats.connections_total += 1;
-        self.stats.connections_active += 1;
+        self.stats.connections_total.inc();
+        self.stats.connections_active.inc();
         // With heartbeats off, an open connection has no deadline of its own.
         self.set_deadline(id, deadline.unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));
         self.with_ctx(now, |app, ctx| app.on_open(ctx, id));
@@ -479,8 +592,7 @@ impl<A: App> Server<A> {
                 }
                 Err(err) => {
                     debug!("protocol error from {}: {err}", conn.peer);
-                    self.stats.protocol_errors += 1;
-                    *self.stats.protocol_error_codes.entry(err.close_code().0).or_default() += 1;
+                    self.stats.protocol_error(err.close_code().0);
                     self.flush_protocol_output(id);
                     self.leave_open(id, CloseReason::ProtocolError(err.close_code()), now);
                     return self.drain(id, now);
@@ -499,7 +611,7 @@ impl<A: App> Server<A> {
                     .get_or_insert_with(|| Box::new(TokenBucket::new(&limit, now)));
                 if bucket.take(&limit, now) != Verdict::Allow {
                     debug!("ping flood from {}", conn.peer);
-                    self.stats.ping_flood_closes += 1;
+                    self.stats.ping_flood_closes.inc();
                     conn.doomed = true;
                     self.closing.push((id, CloseCode::POLICY, "ping flood"));
                     self.flush_protocol_output(id);
@@ -525,7 +637,7 @@ impl<A: App> Server<A> {
     }
 
     fn deliver(&mut self, id: ConnId, open: bool, kind: MessageKind, data: Vec<u8>, now: Instant) {
-        self.stats.messages_in += 1;
+        self.stats.messages_in.inc();
         // Messages after the app closed this connection are not delivered.
         if open {
             self.with_ctx(now, |app, ctx| app.on_message(ctx, id, kind, data));
@@ -547,8 +659,9 @@ impl<A: App> Server<A> {
         let mut ctx = Ctx {
             conns: &mut self.conns,
             config: &self.config,
-            stats: &mut self.stats,
+            stats: &self.stats,
             dirty: &mut self.dirty,
+            ready: &mut self.ready,
             closing: &mut self.closing,
             now,
         };
@@ -580,7 +693,9 @@ impl<A: App> Server<A> {
             conn.phase = Phase::Closing(ws);
         }
         conn.doomed = true;
-        self.stats.connections_active -= 1;
+        // Whatever the application held back goes out with the close.
+        conn.held = false;
+        self.stats.connections_active.sub(1);
         self.set_deadline(id, now + self.config.close_timeout);
         self.mark_dirty(id);
         self.with_ctx(now, |app, ctx| app.on_close(ctx, id, state, reason));
@@ -598,7 +713,7 @@ impl<A: App> Server<A> {
             return;
         }
         let mut conn = self.conns.remove(id.index as usize);
-        self.per_ip.release(conn.peer.ip());
+        self.shared.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("deregister {}: {e}", conn.peer);
         }
@@ -620,6 +735,9 @@ impl<A: App> Server<A> {
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
         let Some(conn) = self.conn(id) else { return };
+        if conn.held {
+            return;
+        }
         // A draining TLS connection sends close_notify after its last bytes.
         let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
         let written = match conn.socket.write_queue(&mut conn.out, close) {
@@ -629,7 +747,7 @@ impl<A: App> Server<A> {
                 return self.remove(id, now);
             }
         };
-        self.stats.bytes_out += written as u64;
+        self.stats.bytes_out.add(written as u64);
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
@@ -683,7 +801,7 @@ impl<A: App> Server<A> {
         }
         self.next_housekeeping = now + Duration::from_secs(1);
         let limits = self.per_ip_limits();
-        self.per_ip.prune(&limits, now);
+        self.shared.prune(&limits, now);
         let conns = &self.conns;
         self.timers.compact(conns.len(), |at, id| {
             conns
@@ -704,7 +822,7 @@ impl<A: App> Server<A> {
         match &mut conn.phase {
             Phase::Handshake(_) => {
                 debug!("handshake timeout for {}", conn.peer);
-                self.stats.handshake_timeouts += 1;
+                self.stats.handshake_timeouts.inc();
                 self.remove(id, now);
             }
             Phase::Open { ws, heartbeat, .. } => match heartbeat.check(now, &policy) {
@@ -723,11 +841,11 @@ impl<A: App> Server<A> {
                 }
                 Action::Dead => {
                     debug!("no pong from {}; dropping", conn.peer);
-                    self.stats.dead_peers += 1;
+                    self.stats.dead_peers.inc();
                     self.remove(id, now);
                 }
                 Action::Idle => {
-                    self.stats.idle_closes += 1;
+                    self.stats.idle_closes.inc();
                     self.closing.push((id, CloseCode::NORMAL, "idle timeout"));
                     self.finish_closing(now);
                 }
@@ -739,7 +857,10 @@ impl<A: App> Server<A> {
     /// Graceful shutdown: every open connection gets close 1001; new
     /// upgrades get 503; the loop ends when all are gone or at the deadline.
     fn begin_drain(&mut self, now: Instant) {
-        info!("shutting down: closing {} connections", self.stats.connections_active);
+        info!(
+            "shutting down: closing {} connections",
+            self.stats.connections_active.get()
+        );
         self.drain_deadline = Some(now + self.config.shutdown_timeout);
         let open: Vec<ConnId> = self
             .conns
@@ -768,10 +889,15 @@ impl<A: App> Server<A> {
 /// Binds the listening socket. The backlog is set explicitly: crowds of
 /// clients connecting at once overflow a small one, and each overflowed SYN
 /// costs its client a retransmission timeout (1 s, then 3 s...).
-fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// With `reuse_port`, several loops may listen on the same address
+/// (`SO_REUSEPORT`): the kernel spreads new connections over them.
+pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     TooManyRooms,
     UserOffline,
     MessageTooLarge,
+    /// Shared room state (the store, Redis) cannot be reached right now.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -33,6 +35,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::UserOffline => "user_offline",
             ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -60,6 +63,8 @@ pub enum Command {
     Join {
         room: String,
         since: Option<u64>,
+        /// The epoch `since` counts in (from an earlier `joined`).
+        epoch: Option<String>,
     },
     Leave {
         room: String,
@@ -149,6 +154,11 @@ pub fn parse(bytes: &[u8]) -> Result<Request, CommandError> {
         "join" => Command::Join {
             room: string(&obj, "room")?,
             since: count(&obj, "since")?,
+            epoch: match obj.get("epoch") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.chars().take(64).collect()),
+                Some(_) => return Err(fail(ErrorCode::BadJson, "`epoch` must be a string".into())),
+            },
         },
         "leave" => Command::Leave {
             room: string(&obj, "room")?,
@@ -190,15 +200,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, CommandError> {
     Ok(Request { id, command })
 }
 
-/// One stored chat message, as `message` events and `history` replies show it.
-#[derive(Clone, Debug, Serialize)]
-pub struct StoredMessage {
-    pub room: String,
-    pub user: String,
-    pub content: Value,
-    pub seq: u64,
-    pub ts: u64,
-}
+pub use crate::engine::StoredMessage;
 
 /// Server-to-client events of the `/ws` protocol. `id` is present only on
 /// replies to a command that carried one.
@@ -215,6 +217,7 @@ pub enum Event<'a> {
         room: &'a str,
         users: Vec<&'a str>,
         seq: u64,
+        epoch: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },
@@ -326,7 +329,8 @@ mod tests {
             r.command,
             Command::Join {
                 room: "a".into(),
-                since: Some(5)
+                since: Some(5),
+                epoch: None
             }
         );
         let r = parse(br#"{"type":"broadcast","room":"a","content":{"x":[1]}}"#).unwrap();
@@ -354,6 +358,7 @@ mod tests {
         assert_eq!(code(r#"{"type":"join","room":5}"#), ErrorCode::BadJson);
         assert_eq!(code(r#"{"type":"join","room":"a","since":-1}"#), ErrorCode::BadJson);
         assert_eq!(code(r#"{"type":"join","room":"a","id":[1]}"#), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"join","room":"a","epoch":7}"#), ErrorCode::BadJson);
         let err = parse(br#"{"type":"leave","id":"x"}"#).unwrap_err();
         assert_eq!(err.id, Some(json!("x")));
     }

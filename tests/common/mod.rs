@@ -2,23 +2,40 @@
 //! ports and a raw TCP client for input no real client would send.
 #![allow(dead_code)]
 
-use roomcast::net::{App, Config, Server, ShutdownHandle};
+use roomcast::net::{App, Config};
+use roomcast::rooms::RoomServer;
+use roomcast::runtime::{self, AcceptMode, Runtime, Stop, WorkerFailure};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A server on its own threads, shut down (and joined) when dropped.
 pub struct Running {
     pub addr: SocketAddr,
-    pub handle: ShutdownHandle,
-    pub thread: Option<JoinHandle<()>>,
+    pub handle: Stop,
+    pub runtime: Option<Runtime>,
+}
+
+impl Running {
+    fn new(runtime: Runtime) -> Self {
+        Running {
+            addr: runtime.local_addr(),
+            handle: runtime.stopper(),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Waits for every worker to end (after `handle.shutdown()`).
+    pub fn wait(mut self) -> Result<(), WorkerFailure> {
+        self.runtime.take().map_or(Ok(()), Runtime::wait)
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(runtime) = self.runtime.take() {
+            let _ = runtime.wait();
         }
     }
 }
@@ -32,22 +49,32 @@ pub fn test_config() -> Config {
     }
 }
 
-/// Runs a server on its own thread (built there: per-connection state
-/// need not be `Send`).
+/// Runs `app` on one event loop of its own.
 pub fn start<A: App + Send + 'static>(config: Config, app: A) -> Running {
     let _ = env_logger::builder().is_test(true).try_init();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let mut server = Server::bind(config, app).expect("bind");
-        tx.send((server.local_addr(), server.shutdown_handle())).unwrap();
-        server.run().expect("server run");
-    });
-    let (addr, handle) = rx.recv().expect("server started");
-    Running {
-        addr,
-        handle,
-        thread: Some(thread),
-    }
+    let mut app = Some(app);
+    let runtime =
+        runtime::start(config, 1, AcceptMode::default(), |_, _| app.take().expect("one worker")).expect("start");
+    Running::new(runtime)
+}
+
+/// Runs `app` (made per worker) on `workers` event loops.
+pub fn start_workers<A: App + Send + 'static>(
+    config: Config,
+    workers: usize,
+    mode: AcceptMode,
+    make: impl FnMut(usize) -> A,
+) -> Running {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut make = make;
+    let runtime = runtime::start(config, workers, mode, |i, _| make(i)).expect("start");
+    Running::new(runtime)
+}
+
+/// Runs the room server.
+pub fn start_rooms(server: RoomServer) -> Running {
+    let _ = env_logger::builder().is_test(true).try_init();
+    Running::new(server.start().expect("start"))
 }
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

@@ -1,0 +1,56 @@
+//! The room layer's counters: one set per worker (single-writer atomics,
+//! see `net::Counter`), summed for `/stats` and `/metrics`.
+
+use crate::net::Counter;
+
+/// Defines the counters once, live and summed.
+macro_rules! room_counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// One worker's room counters.
+        #[derive(Debug, Default)]
+        pub struct RoomCounters {
+            $($(#[$doc])* pub $name: Counter,)*
+        }
+
+        /// Room counters read at one moment, of one or more workers.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct RoomTotals {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl RoomCounters {
+            pub fn totals(&self) -> RoomTotals {
+                RoomTotals { $($name: self.$name.get(),)* }
+            }
+        }
+
+        impl RoomTotals {
+            pub fn add(&mut self, other: &RoomTotals) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+room_counters! {
+    /// Messages refused by the per-connection rate limit.
+    rate_limited,
+    /// Connections closed for exceeding the rate limit while limited (1008).
+    rate_limit_closes,
+    /// Joins refused at the rooms-per-connection limit.
+    too_many_rooms,
+    /// Commands refused by the credential's grants (`not_authorized`).
+    not_authorized,
+    /// Connections closed because their token expired (1008).
+    token_expired_closes,
+    /// Tokens renewed with `refresh`.
+    refreshes,
+    /// Commands refused because shared state could not be reached (`unavailable`).
+    unavailable,
+    /// Room memberships of this worker's connections (a gauge).
+    members,
+    /// Rooms with members among those this worker owns (a gauge).
+    rooms,
+    /// Commands held back to keep a connection's replies in order.
+    deferred,
+}

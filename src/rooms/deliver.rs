@@ -1,0 +1,248 @@
+//! Applying what the engine delivers: room events fanned out to this
+//! worker's members (encoded once per dialect, shared by all workers),
+//! direct messages, and the replies owed to connections.
+
+use super::commands::speaks_json;
+use super::session::Session;
+use super::wire::{self, ChatEnvelope, CommandError, ErrorCode, Event};
+use super::{Dialect, Rooms};
+use crate::engine::{Delivery, EventKind, JoinedRoom, Name, Refused, RoomEvent, Stored, Ticket};
+use crate::net::{ConnId, Ctx, Outgoing};
+use crate::protocol::MessageKind;
+use std::sync::Arc;
+
+/// The `/ws` `message` event of a stored message, encoded on first use.
+pub(super) fn stored_json(stored: &Stored) -> &Outgoing {
+    stored
+        .json
+        .get_or_init(|| Outgoing::text(Event::Message(&stored.message).to_bytes()))
+}
+
+/// The event for members speaking `dialect`, or `None` if they do not get
+/// it. (`/ws` messages are the stored message's own encoding: `prepared`.)
+fn encode(event: &RoomEvent, dialect: Dialect) -> Option<Outgoing> {
+    let room = &*event.room;
+    let chat = |kind: &str, content: &str, username: &str| {
+        Some(Outgoing::text(
+            ChatEnvelope {
+                kind,
+                content,
+                room,
+                username,
+            }
+            .to_bytes(),
+        ))
+    };
+    match (&event.kind, dialect) {
+        (EventKind::Message(s), Dialect::Chat) => {
+            chat("chat", &wire::content_text(&s.message.content), &s.message.user)
+        }
+        (EventKind::Message(s), Dialect::PubSub) => {
+            Some(Outgoing::text(wire::content_text(&s.message.content).into_bytes()))
+        }
+        (EventKind::Binary(data), Dialect::Chat | Dialect::PubSub) => {
+            Some(Outgoing::new(MessageKind::Binary, data.clone()))
+        }
+        (EventKind::UserJoined(user), Dialect::Json) => {
+            Some(Outgoing::text(Event::UserJoined { room, user }.to_bytes()))
+        }
+        (EventKind::UserJoined(user), Dialect::Chat) => chat("user_joined", &format!("{user} joined the room"), user),
+        (EventKind::UserLeft(user), Dialect::Json) => Some(Outgoing::text(Event::UserLeft { room, user }.to_bytes())),
+        (EventKind::UserLeft(user), Dialect::Chat) => chat("user_left", &format!("{user} left the room"), user),
+        (EventKind::OnlineUsers(users), Dialect::Chat) => {
+            let names: Vec<&str> = users.iter().map(|u| &**u).collect();
+            chat("online_users", &names.join(","), "")
+        }
+        (EventKind::Typing { user, typing }, Dialect::Json) => Some(Outgoing::text(
+            Event::Typing {
+                room,
+                user,
+                typing: *typing,
+            }
+            .to_bytes(),
+        )),
+        _ => None,
+    }
+}
+
+/// The prepared message for `dialect`: a stored message's own `/ws` event
+/// (shared with every replay), or the event's per-dialect encoding.
+fn prepared(event: &RoomEvent, dialect: Dialect) -> Option<&Outgoing> {
+    if let (EventKind::Message(stored), Dialect::Json) = (&event.kind, dialect) {
+        return Some(stored_json(stored));
+    }
+    event.encoded[dialect.index()]
+        .get_or_init(|| encode(event, dialect))
+        .as_ref()
+}
+
+fn refusal_error(ticket: Ticket, why: Refused) -> CommandError {
+    let code = match why {
+        Refused::UserOffline => ErrorCode::UserOffline,
+        Refused::Unavailable => ErrorCode::Unavailable,
+    };
+    let message = match why {
+        Refused::UserOffline => "no connection of that user is online",
+        Refused::Unavailable => "room state is unavailable right now; try again",
+    };
+    CommandError::new(ticket.id, code, message)
+}
+
+impl Rooms {
+    /// Applies deliveries until none is left (applying one may run held-back
+    /// commands, which may produce more).
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, Session>) {
+        while !self.work.is_empty() {
+            for delivery in std::mem::take(&mut self.work) {
+                self.apply(ctx, delivery);
+            }
+        }
+    }
+
+    fn apply(&mut self, ctx: &mut Ctx<'_, Session>, delivery: Delivery) {
+        match delivery {
+            Delivery::Room(event) => self.fan_out(ctx, &event),
+            Delivery::Direct { to, event } => {
+                if let Some(conns) = self.users.get(&to) {
+                    for &conn in conns {
+                        ctx.send_outgoing(conn, &event);
+                    }
+                }
+            }
+            Delivery::Joined { ticket, room, result } => {
+                let conn = ticket.conn;
+                ctx.release_output(conn);
+                match result {
+                    Ok(joined) => self.joined(ctx, ticket, room, joined),
+                    Err(why) => {
+                        if let Some(session) = ctx.state(conn) {
+                            session.rooms.retain(|r| *r != room);
+                        }
+                        if why == Refused::Unavailable {
+                            self.counters.unavailable.inc();
+                        }
+                        if speaks_json(ctx, conn) {
+                            Self::error(ctx, conn, &refusal_error(ticket, why));
+                        }
+                    }
+                }
+                self.answered(ctx, conn);
+            }
+            Delivery::Left { ticket, room } => {
+                let conn = ticket.conn;
+                if speaks_json(ctx, conn) {
+                    let id = ticket.id.as_ref();
+                    Self::reply(ctx, conn, Event::Left { id, room: &room });
+                }
+                self.answered(ctx, conn);
+            }
+            Delivery::Presence { ticket, room, result } => {
+                let conn = ticket.conn;
+                match result {
+                    Ok(users) => {
+                        let users = users.iter().map(|u| &**u).collect();
+                        let id = ticket.id.as_ref();
+                        Self::reply(ctx, conn, Event::Presence { id, room: &room, users });
+                    }
+                    Err(why) => self.refused(ctx, ticket, why),
+                }
+                self.answered(ctx, conn);
+            }
+            Delivery::History { ticket, room, result } => {
+                let conn = ticket.conn;
+                match result {
+                    Ok(messages) => {
+                        let messages = messages.iter().map(|s| &s.message).collect();
+                        let id = ticket.id.as_ref();
+                        Self::reply(
+                            ctx,
+                            conn,
+                            Event::History {
+                                id,
+                                room: &room,
+                                messages,
+                            },
+                        );
+                    }
+                    Err(why) => self.refused(ctx, ticket, why),
+                }
+                self.answered(ctx, conn);
+            }
+            Delivery::Done { ticket, result } => {
+                let conn = ticket.conn;
+                match result {
+                    Ok(_) => {
+                        if let Some(id) = &ticket.id {
+                            Self::reply(ctx, conn, Event::Ack { id });
+                        }
+                    }
+                    Err(why) => self.refused(ctx, ticket, why),
+                }
+                self.answered(ctx, conn);
+            }
+        }
+    }
+
+    fn refused(&mut self, ctx: &mut Ctx<'_, Session>, ticket: Ticket, why: Refused) {
+        if why == Refused::Unavailable {
+            self.counters.unavailable.inc();
+        }
+        let conn = ticket.conn;
+        Self::error(ctx, conn, &refusal_error(ticket, why));
+    }
+
+    /// A reply owed to `conn` was given: held-back commands may run.
+    fn answered(&mut self, ctx: &mut Ctx<'_, Session>, conn: ConnId) {
+        let Some(session) = ctx.state(conn) else { return };
+        session.answered();
+        if session.pending == 0 && session.has_deferred() {
+            self.run_deferred(ctx, conn);
+        }
+    }
+
+    /// The owner added `conn` to `room`: from now on it gets the room's
+    /// events here; a `/ws` client is told, then sent what it missed.
+    fn joined(&mut self, ctx: &mut Ctx<'_, Session>, ticket: Ticket, room: Name, joined: JoinedRoom) {
+        let conn = ticket.conn;
+        let Some(session) = ctx.state(conn) else { return };
+        let dialect = session.dialect;
+        // Not if it left again meanwhile.
+        if session.in_room(&room) && self.local.entry(room.clone()).or_default().add(conn, dialect) {
+            self.counters.members.inc();
+        }
+        if dialect != Dialect::Json {
+            return;
+        }
+        let users = joined.users.iter().map(|u| &**u).collect();
+        let reply = Event::Joined {
+            id: ticket.id.as_ref(),
+            room: &room,
+            users,
+            seq: joined.position.seq,
+            epoch: &joined.position.epoch,
+            recovered: joined.recovered,
+        };
+        Self::reply(ctx, conn, reply);
+        for stored in &joined.missed {
+            ctx.send_outgoing(conn, stored_json(stored));
+        }
+    }
+
+    /// A room event to this worker's members of its room.
+    fn fan_out(&mut self, ctx: &mut Ctx<'_, Session>, event: &Arc<RoomEvent>) {
+        let Some(local) = self.local.get(&event.room) else {
+            return;
+        };
+        let skip = event.skip.filter(|s| s.worker == self.worker).map(|s| s.id);
+        let mut cache: [Option<Option<&Outgoing>>; 3] = [None; 3];
+        for &(member, dialect) in local.members() {
+            if Some(member) == skip {
+                continue;
+            }
+            let out = *cache[dialect.index()].get_or_insert_with(|| prepared(event, dialect));
+            if let Some(out) = out {
+                ctx.send_outgoing(member, out);
+            }
+        }
+    }
+}
