@@ -18,7 +18,7 @@ export const State = Object.freeze({
   RECONNECTING: "reconnecting",
   /** The browser reports no network, or the reconnect attempts ran out. */
   OFFLINE: "offline",
-  /** `close()` was called. */
+  /** Before `connect()`, and after `close()`. */
   CLOSED: "closed",
 });
 
@@ -105,7 +105,7 @@ export class RoomcastClient extends EventTarget {
   #ws = null;
   /** Whether the current socket got its `welcome` (commands may be sent). */
   #welcomed = false;
-  #state = State.CONNECTING;
+  #state = State.CLOSED;
   #everLive = false;
   #attempt = 0;
   #nextId = 0;
