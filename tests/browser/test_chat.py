@@ -150,6 +150,8 @@ def test_offline_period_recovers_missed_messages(server, new_page):
     assert bob.evaluate("window.roomcast.stats.heartbeatTimeouts") >= 1
     # Nothing twice, and the order is the room's.
     expect(messages(bob)).to_contain_text(["while both online", "missed one", "missed two"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    bob.screenshot(path=SCREENSHOTS / "recovered.png")
 
     say(bob, "back again")
     expect(message(alice, "back again")).to_have_count(1)
