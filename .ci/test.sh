@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, docs, unit/integration
 # tests, Autobahn conformance (when present), the browser tests (Chromium,
-# about 12 s; the first run adds ~20 s for its venv) and a short fuzzing pass.
+# about 16 s; the first run adds ~30 s for its venv) and a short fuzzing pass.
 # Runs from any directory. On 2 cores with warm build caches it took 15 min,
 # 12.5 of them Autobahn; from cold add the builds, installing cargo-fuzz
 # (~2 min) and the sanitizer build of the fuzz targets (~4 min).
