@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, docs, unit/integration
-# tests, Autobahn conformance (when present) and a short fuzzing pass.
+# tests, Autobahn conformance (when present), the browser tests (Chromium,
+# about 16 s; the first run adds ~30 s for its venv) and a short fuzzing pass.
 # Runs from any directory. On 2 cores with warm build caches it took 15 min,
 # 12.5 of them Autobahn; from cold add the builds, installing cargo-fuzz
 # (~2 min) and the sanitizer build of the fuzz targets (~4 min).
@@ -23,6 +24,8 @@ packages=()
 [ -f autobahn/run.sh ] && packages+=(python3 python3-venv)
 # autobahn/tls.sh: socat relays the TLS cases, openssl makes their certificate.
 [ -f autobahn/tls.sh ] && packages+=(socat openssl)
+# tests/browser: Debian's Chromium, driven by Playwright from a venv.
+[ -f tests/browser/run.sh ] && packages+=(chromium openssl python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,6 +60,9 @@ if [ -f autobahn/run.sh ]; then
 else
     section "Autobahn TestSuite: skipped (autobahn/run.sh not present)"
 fi
+
+section "browser tests (Chromium + Playwright)"
+bash tests/browser/run.sh
 
 section "fuzz smoke"
 bash fuzz/smoke.sh

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The room server (the default command): /ws, /ws/{room}, /pubsub/{topic}, /health, /stats, /metrics.
+    /// The room server (the default command): /ws, /ws/{room}, /pubsub/{topic}, /health, /stats, /metrics, and the chat page at /.
     Serve(Box<cli::ServeArgs>),
     /// Echo every message back, on every path (conformance runs, benchmarks).
     Echo(cli::ServerArgs),

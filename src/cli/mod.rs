@@ -150,6 +150,9 @@ pub struct ServeArgs {
     /// burst's worth while limited is closed with 1008.
     #[arg(long, default_value_t = 100.0)]
     pub burst: f64,
+    /// Do not serve the chat page at `/` and its assets (404 instead).
+    #[arg(long)]
+    pub no_demo: bool,
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -235,6 +238,7 @@ impl ServeArgs {
                 per_second: self.rate,
                 burst: self.burst.max(1.0),
             },
+            demo: !self.no_demo,
         }
     }
 }

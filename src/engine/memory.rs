@@ -772,3 +772,69 @@ impl Engine for MemoryEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::contract::{self, Cluster};
+    use crate::store::memory::MemoryStore;
+
+    /// In-process engines without event loops: each worker's waker belongs
+    /// to a `Poll` nobody waits on; the contract's `settle` drives them.
+    struct Memory {
+        _polls: Vec<mio::Poll>,
+        engines: Vec<MemoryEngine>,
+    }
+
+    impl Memory {
+        fn new(n: usize) -> Self {
+            let polls: Vec<mio::Poll> = (0..n).map(|_| mio::Poll::new().unwrap()).collect();
+            let wakers = polls
+                .iter()
+                .map(|p| Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).unwrap()))
+                .collect();
+            let hub = Hub::new(&Workers::new(wakers));
+            let config = EngineConfig::default();
+            let engines = (0..n)
+                .map(|i| MemoryEngine::new(hub.clone(), i, config, Box::new(MemoryStore::new(config.retention))))
+                .collect();
+            Memory { _polls: polls, engines }
+        }
+    }
+
+    impl Cluster for Memory {
+        fn workers(&self) -> usize {
+            self.engines.len()
+        }
+
+        fn engine(&mut self, worker: usize) -> &mut dyn Engine {
+            &mut self.engines[worker]
+        }
+    }
+
+    #[test]
+    fn the_contract_holds_on_one_worker() {
+        contract::one_order_per_room(&mut Memory::new(1), "r");
+        contract::recovery_on_any_worker(&mut Memory::new(1), "r");
+        contract::replies_in_lane_order(&mut Memory::new(1), "r");
+        contract::direct_across_workers(&mut Memory::new(1), "bob");
+    }
+
+    #[test]
+    fn the_contract_holds_on_three_workers() {
+        contract::all(&mut Memory::new(3));
+    }
+
+    #[test]
+    fn owners_are_spread_and_stable() {
+        let owners: Vec<usize> = (0..300).map(|i| owner_of(&format!("room{i}"), 3)).collect();
+        for w in 0..3 {
+            let share = owners.iter().filter(|o| **o == w).count();
+            assert!((60..=140).contains(&share), "worker {w} owns {share} of 300");
+        }
+        assert_eq!(
+            owners,
+            (0..300).map(|i| owner_of(&format!("room{i}"), 3)).collect::<Vec<_>>()
+        );
+    }
+}

@@ -18,6 +18,7 @@
 //!
 //! [`contract`] checks these against any implementation.
 
+pub mod contract;
 pub mod memory;
 mod room_state;
 

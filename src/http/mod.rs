@@ -1,5 +1,8 @@
 //! Plain HTTP on the WebSocket port: `/health`, `/stats` (JSON) and
-//! `/metrics` (Prometheus text exposition format 0.0.4).
+//! `/metrics` (Prometheus text exposition format 0.0.4); the chat page
+//! and its JavaScript client in `demo`.
+
+pub mod demo;
 
 use crate::net::Totals;
 use crate::protocol::handshake::server::http_response;

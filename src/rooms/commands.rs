@@ -43,8 +43,8 @@ impl Rooms {
         Some(self.engine.lane(key))
     }
 
-    /// Runs a parsed command now, or holds it back until the connection's
-    /// outstanding replies are in.
+    /// Runs a command that just arrived now, or holds it back until the
+    /// connection's outstanding replies are in.
     pub(super) fn dispatch(
         &mut self,
         ctx: &mut Ctx<'_, Session>,
@@ -54,25 +54,55 @@ impl Rooms {
         let lane = parsed.as_ref().ok().and_then(|r| self.lane_of(&r.command));
         let Some(session) = ctx.state(id) else { return };
         if !session.may_run(lane) {
-            let held = session.defer(parsed);
-            self.counters.deferred.inc();
-            if held >= DEFER_PAUSE {
-                ctx.pause_reading(id);
-            }
+            self.hold(ctx, id, parsed, false);
             return;
         }
+        if let Some(again) = self.execute(ctx, id, parsed, lane) {
+            self.hold(ctx, id, Ok(again), false);
+        }
+    }
+
+    /// Holds a command back: at the back of the queue when it just arrived,
+    /// at the front when it came from there.
+    fn hold(
+        &mut self,
+        ctx: &mut Ctx<'_, Session>,
+        id: ConnId,
+        command: Result<wire::Request, CommandError>,
+        front: bool,
+    ) {
+        let Some(session) = ctx.state(id) else { return };
+        let held = if front {
+            session.defer_front(command)
+        } else {
+            self.counters.deferred.inc();
+            session.defer(command)
+        };
+        if held >= DEFER_PAUSE {
+            ctx.pause_reading(id);
+        }
+    }
+
+    /// Runs a command that may run now. Returns it back if it must wait
+    /// after all (it would be refused here while replies are still owed, and
+    /// the refusal would overtake them).
+    fn execute(
+        &mut self,
+        ctx: &mut Ctx<'_, Session>,
+        id: ConnId,
+        parsed: Result<wire::Request, CommandError>,
+        lane: Option<Lane>,
+    ) -> Option<wire::Request> {
         let request = match parsed {
             Ok(request) => request,
-            Err(err) => return Self::error(ctx, id, &err),
+            Err(err) => {
+                Self::error(ctx, id, &err);
+                return None;
+            }
         };
         if let Err(code) = self.check(ctx, id, &request.command) {
-            if let Some(session) = ctx.state(id)
-                && session.pending > 0
-            {
-                // An answer now would overtake the replies still owed.
-                session.defer(Ok(request));
-                self.counters.deferred.inc();
-                return;
+            if ctx.state(id).is_some_and(|s| s.pending > 0) {
+                return Some(request);
             }
             match code {
                 ErrorCode::NotAuthorized => self.counters.not_authorized.inc(),
@@ -80,9 +110,11 @@ impl Rooms {
                 _ => {}
             }
             let err = CommandError::new(request.id, code, message_for(code));
-            return Self::error(ctx, id, &err);
+            Self::error(ctx, id, &err);
+            return None;
         }
         self.act(ctx, id, request, lane);
+        None
     }
 
     /// Everything that can refuse a command, with no side effect.
@@ -296,17 +328,23 @@ impl Rooms {
         Ok(())
     }
 
-    /// Runs the commands a connection held back, now that its replies are in.
+    /// Runs the commands a connection held back, in order, while nothing
+    /// is owed to it.
     pub(super) fn run_deferred(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId) {
         loop {
             let Some(session) = ctx.state(id) else { return };
             let Some(command) = session.next_deferred() else { break };
-            self.dispatch(ctx, id, command);
+            let lane = command.as_ref().ok().and_then(|r| self.lane_of(&r.command));
+            // Nothing is owed (`next_deferred` says so): it may run.
+            if let Some(again) = self.execute(ctx, id, command, lane) {
+                self.hold(ctx, id, Ok(again), true);
+                break;
+            }
         }
-        if ctx
+        let few = ctx
             .state(id)
-            .is_some_and(|s| !s.has_deferred() || s.deferred.as_ref().is_some_and(|d| d.len() < DEFER_PAUSE / 4))
-        {
+            .is_some_and(|s| s.deferred.as_ref().is_none_or(|d| d.len() < DEFER_PAUSE / 4));
+        if few {
             ctx.resume_reading(id);
         }
     }

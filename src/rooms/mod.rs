@@ -54,6 +54,8 @@ pub struct RoomConfig {
     /// Largest `content` (as JSON text) a message may carry.
     pub max_content_size: usize,
     pub rate: RateLimit,
+    /// Serve the chat page at `/` and its assets (`--no-demo` turns it off).
+    pub demo: bool,
 }
 
 impl Default for RoomConfig {
@@ -67,6 +69,7 @@ impl Default for RoomConfig {
                 per_second: 50.0,
                 burst: 100.0,
             },
+            demo: true,
         }
     }
 }
@@ -348,6 +351,11 @@ impl App for Rooms {
     type State = Session;
 
     fn route(&mut self, req: &HttpRequest, peer: SocketAddr, net: &Shared, draining: bool) -> Route<Session> {
+        if self.config.demo
+            && let Some(response) = http::demo::serve(req)
+        {
+            return Route::Respond(response);
+        }
         let path = req.path();
         if matches!(path, "/health" | "/stats" | "/metrics") {
             if req.method != "GET" && req.method != "HEAD" {

@@ -90,6 +90,13 @@ impl Session {
         deferred.len()
     }
 
+    /// Puts a command back at the head of the queue.
+    pub fn defer_front(&mut self, command: Result<Request, CommandError>) -> usize {
+        let deferred = self.deferred.get_or_insert_with(Default::default);
+        deferred.push_front(command);
+        deferred.len()
+    }
+
     /// The next held-back command, once nothing is outstanding.
     pub fn next_deferred(&mut self) -> Option<Result<Request, CommandError>> {
         if self.pending > 0 {

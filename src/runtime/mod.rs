@@ -74,6 +74,17 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// Workers woken through `wakers` (one per worker), outside a `Plan`:
+    /// for driving applications or engines without event loops (tests).
+    pub fn new(wakers: Vec<Arc<Waker>>) -> Self {
+        let wakers: Arc<[Arc<Waker>]> = wakers.into();
+        Workers {
+            finish: Arc::new(Finish::new(wakers.clone())),
+            shared: Shared::new(wakers.len(), Instant::now()),
+            wakers,
+        }
+    }
+
     pub fn count(&self) -> usize {
         self.wakers.len()
     }
@@ -208,15 +219,45 @@ impl Plan {
         for (index, handle) in stop_rx {
             stops[index] = Some(handle);
         }
+        let stop = Stop(stops.into_iter().flatten().collect());
+        let monitor = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("workers-monitor".into())
+                .spawn(move || monitor(n, &exits, &stop, threads))?
+        };
         Ok(Runtime {
             local_addr: self.local_addr,
-            stop: Stop(stops.into_iter().flatten().collect()),
-            exits,
-            threads,
+            stop,
+            monitor: Some(monitor),
             shared: self.workers.shared,
             workers: n,
         })
     }
+}
+
+/// Watches the workers end. The first that did not end normally has the
+/// others shut down at once; returns it once all have ended.
+fn monitor(
+    n: usize,
+    exits: &mpsc::Receiver<(usize, Outcome)>,
+    stop: &Stop,
+    threads: Vec<JoinHandle<()>>,
+) -> Option<WorkerFailure> {
+    let mut failure = None;
+    for _ in 0..n {
+        let Ok((worker, outcome)) = exits.recv() else { break };
+        if outcome != Outcome::Finished && failure.is_none() {
+            let f = WorkerFailure { worker, outcome };
+            error!("{f}: shutting the other workers down");
+            stop.shutdown();
+            failure = Some(f);
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    failure
 }
 
 /// Starts `workers` loops, each running the application `make_app` returns
@@ -307,8 +348,7 @@ impl Stop {
 pub struct Runtime {
     local_addr: SocketAddr,
     stop: Stop,
-    exits: mpsc::Receiver<(usize, Outcome)>,
-    threads: Vec<JoinHandle<()>>,
+    monitor: Option<JoinHandle<Option<WorkerFailure>>>,
     shared: Arc<Shared>,
     workers: usize,
 }
@@ -330,38 +370,28 @@ impl Runtime {
         self.workers
     }
 
-    /// Waits until every worker has ended. If one panics or fails, the
-    /// others are told to shut down at once, and the first failure is
-    /// returned once all have ended: never a half-dead server.
+    /// Waits until every worker has ended. If one panicked or failed (the
+    /// others were then told to shut down at once), that is the error:
+    /// never a half-dead server.
     pub fn wait(mut self) -> Result<(), WorkerFailure> {
-        let mut failure = None;
-        for _ in 0..self.workers {
-            let Ok((worker, outcome)) = self.exits.recv() else {
-                break;
-            };
-            if outcome != Outcome::Finished && failure.is_none() {
-                let f = WorkerFailure { worker, outcome };
-                error!("{f}: shutting the other workers down");
-                self.stop.shutdown();
-                failure = Some(f);
-            }
+        let monitor = self.monitor.take().expect("waited once");
+        match monitor.join() {
+            Ok(None) => Ok(()),
+            Ok(Some(failure)) => Err(failure),
+            Err(_) => Err(WorkerFailure {
+                worker: usize::MAX,
+                outcome: Outcome::Panicked,
+            }),
         }
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-        failure.map_or(Ok(()), Err)
     }
 }
 
 impl Drop for Runtime {
     /// Dropped without `wait` (tests): shut down and join.
     fn drop(&mut self) {
-        if self.threads.is_empty() {
-            return;
-        }
-        self.stop.shutdown();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        if let Some(monitor) = self.monitor.take() {
+            self.stop.shutdown();
+            let _ = monitor.join();
         }
     }
 }
