@@ -71,7 +71,8 @@ def servers():
             # peers have no such limits.
             echo=lambda port: [rc, "echo", "--listen", f"127.0.0.1:{port}", *NO_LIMITS],
             pubsub=lambda port: [
-                rc, "serve", "--listen", f"127.0.0.1:{port}", "--rate", "1e9", "--burst", "1e9", *NO_LIMITS,
+                rc, "serve", "--listen", f"127.0.0.1:{port}", "--rate", "1e9", "--burst", "1e9", "--store", "memory",
+                *NO_LIMITS,
             ],
             stats=True,
         ),

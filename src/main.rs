@@ -65,12 +65,13 @@ fn main() -> ExitCode {
                 );
             }
             let room_config = args.room_config();
-            let (workers, mode) = (args.server.workers(), args.server.accept_mode());
+            let (workers, mode, store) = (args.server.workers(), args.server.accept_mode(), args.store());
             serve(&args.server, |config| {
                 RoomServer::new(config, room_config)
                     .auth(auth)
                     .workers(workers)
                     .accept(mode)
+                    .store(store)
                     .start()
             })
         }

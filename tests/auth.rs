@@ -482,7 +482,14 @@ fn secrets_and_tokens_never_reach_the_log() {
     std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["serve", "--listen", &addr.to_string(), "--jwt-secret-file"])
+        .args([
+            "serve",
+            "--store",
+            "memory",
+            "--listen",
+            &addr.to_string(),
+            "--jwt-secret-file",
+        ])
         .arg(&secret_file)
         .env("RUST_LOG", "trace")
         .stderr(std::process::Stdio::piped())

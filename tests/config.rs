@@ -374,7 +374,12 @@ fn settings_from_file_and_env_take_effect() {
         let listen = addr.to_string();
         let _server = start(
             &[],
-            &[("ROOMCAST_LISTEN", &listen), ("ROOMCAST_MAX_MESSAGE_SIZE", "1500")],
+            &[
+                ("ROOMCAST_LISTEN", &listen),
+                ("ROOMCAST_MAX_MESSAGE_SIZE", "1500"),
+                // History in memory: no database file where the test runs.
+                ("ROOMCAST_STORE", "memory"),
+            ],
             addr,
         );
         let (status, _) = http(addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -598,6 +603,7 @@ fn secrets_come_from_env_or_files_and_are_never_printed() {
             ("ROOMCAST_LISTEN", &listen),
             ("ROOMCAST_JWT_SECRET", SECRET),
             ("RUST_LOG", "trace"),
+            ("ROOMCAST_STORE", "memory"),
         ],
     )
     .stdout(Stdio::null())

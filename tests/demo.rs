@@ -164,7 +164,7 @@ fn demo_off_answers_404_and_leaves_the_rest_alone() {
 fn serve(args: &[&str]) -> (ServerProcess, SocketAddr) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--store", "memory", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -9,8 +9,8 @@ use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
 use roomcast::net::{Config, OverflowPolicy, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
-use roomcast::rooms::RoomConfig;
 use roomcast::rooms::rate::RateLimit;
+use roomcast::rooms::{RoomConfig, StoreKind};
 use roomcast::runtime::{AcceptMode, Stop};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -137,6 +137,17 @@ pub struct ServeArgs {
     /// Seconds a message stays in history (0 = no age limit; default 7 days).
     #[arg(long, default_value_t = 604_800.0)]
     pub history_ttl: f64,
+    /// Where history is kept: `sqlite:PATH` (an embedded SQLite file,
+    /// created if missing) or `memory` (lost at exit).
+    #[arg(long, default_value = "sqlite:roomcast.db")]
+    pub store: StoreKind,
+    /// Longest time, in milliseconds, a message waits before its batch is
+    /// written (the most a crash can lose).
+    #[arg(long, default_value_t = 100)]
+    pub store_flush_ms: u64,
+    /// Messages that make a batch be written at once.
+    #[arg(long, default_value_t = 1000)]
+    pub store_batch: usize,
     /// Rooms one connection may be in.
     #[arg(long, default_value_t = 64)]
     pub max_rooms_per_connection: usize,
@@ -228,6 +239,19 @@ impl AuthArgs {
 }
 
 impl ServeArgs {
+    /// `--store` with its flush settings.
+    pub fn store(&self) -> StoreKind {
+        match &self.store {
+            StoreKind::Sqlite { path, .. } => StoreKind::Sqlite {
+                path: path.clone(),
+                flush: Duration::from_millis(self.store_flush_ms.max(1)),
+                batch: self.store_batch.max(1),
+                max_bytes: None,
+            },
+            StoreKind::Memory => StoreKind::Memory,
+        }
+    }
+
     pub fn room_config(&self) -> RoomConfig {
         RoomConfig {
             max_rooms_per_connection: self.max_rooms_per_connection,

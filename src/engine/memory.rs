@@ -389,6 +389,27 @@ impl MemoryEngine {
                 }
                 room
             }
+            StoreEvent::ReserveFailed { room } => {
+                let Some(slot) = self.rooms.get_mut(&room) else { return };
+                if let Some(state) = &mut slot.state
+                    && !state.record.unsaved
+                {
+                    // Its `seq` can no longer be proven unique after a crash:
+                    // go on in a fresh epoch that is never stored, so no
+                    // client can mistake these messages for stored ones.
+                    log::error!("store: cannot reserve seq for room {room}; it continues in memory only");
+                    let record = &mut state.record;
+                    record.epoch = crate::store::new_epoch();
+                    record.unsaved = true;
+                    record.reserved = u64::MAX;
+                    record.older_in_store = false;
+                    state.reserving = false;
+                }
+                if slot.wait == Some(Wait::Reserving) {
+                    slot.wait = None;
+                }
+                room
+            }
             StoreEvent::Read { room, token, result } => {
                 let Some(slot) = self.rooms.get_mut(&room) else { return };
                 if slot.wait != Some(Wait::Reading(token)) {
@@ -602,7 +623,11 @@ fn apply(
                 seq,
                 ts: now,
             });
-            let append_no = store.append(&stored);
+            let append_no = if room_state.record.unsaved {
+                0
+            } else {
+                store.append(&stored)
+            };
             room_state.keep(
                 Kept {
                     stored: stored.clone(),

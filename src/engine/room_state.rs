@@ -128,7 +128,7 @@ impl RoomState {
             let expired = t.len() > retention.count || front.stored.message.ts < oldest_allowed;
             if expired {
                 t.pop_front();
-            } else if t.len() > tail && durable(front.append_no) {
+            } else if !self.record.unsaved && t.len() > tail && durable(front.append_no) {
                 t.pop_front();
                 self.record.older_in_store = true;
             } else {

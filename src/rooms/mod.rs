@@ -22,7 +22,7 @@ pub use counters::{RoomCounters, RoomTotals};
 pub use local::Dialect;
 
 use crate::auth::{Authenticator, Identity};
-use crate::engine::memory::{EngineConfig, Hub, MemoryEngine};
+use crate::engine::memory::{EngineConfig, Envelope, Hub, MemoryEngine};
 use crate::engine::{Delivery, Engine, Member, Name, Request};
 use crate::http::{self, Snapshot, WorkerSnapshot};
 use crate::net::{App, CloseReason, ConnId, Ctx, Route, Shared};
@@ -30,6 +30,7 @@ use crate::protocol::handshake::head::Request as HttpRequest;
 use crate::protocol::handshake::server::{Rejection, http_response};
 use crate::protocol::{CloseCode, MessageKind};
 use crate::runtime::{AcceptMode, Plan, Runtime};
+use crate::store::sqlite::{Sqlite, SqliteConfig};
 use crate::store::{Retention, Store, StoreHealth, memory::MemoryStore};
 use local::LocalRoom;
 use log::warn;
@@ -152,6 +153,38 @@ impl Registry {
     }
 }
 
+/// Where history is kept (`--store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In memory: lost at exit, every room gets a new epoch in every process.
+    Memory,
+    /// An SQLite file, written in batches: `--store sqlite:PATH`.
+    Sqlite {
+        path: std::path::PathBuf,
+        flush: Duration,
+        batch: usize,
+        /// Caps the file's size; beyond it writes fail as on a full disk.
+        max_bytes: Option<u64>,
+    },
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "memory" => Ok(StoreKind::Memory),
+            Some(("sqlite", path)) if !path.is_empty() => Ok(StoreKind::Sqlite {
+                path: path.into(),
+                flush: Duration::from_millis(100),
+                batch: 1000,
+                max_bytes: None,
+            }),
+            _ => Err(format!("`{s}`: expected `memory` or `sqlite:PATH`")),
+        }
+    }
+}
+
 /// Everything needed to run the room server; `start` runs it on `workers`
 /// event loops.
 pub struct RoomServer {
@@ -160,6 +193,7 @@ pub struct RoomServer {
     pub auth: Authenticator,
     pub workers: usize,
     pub accept: AcceptMode,
+    pub store: StoreKind,
 }
 
 impl RoomServer {
@@ -170,7 +204,13 @@ impl RoomServer {
             auth: Authenticator::default(),
             workers: 1,
             accept: AcceptMode::default(),
+            store: StoreKind::Memory,
         }
+    }
+
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = store;
+        self
     }
 
     pub fn accept(mut self, mode: AcceptMode) -> Self {
@@ -188,27 +228,71 @@ impl RoomServer {
         self
     }
 
-    /// Binds the listeners and starts the workers.
+    /// Binds the listeners, opens the store and starts the workers. A store
+    /// that cannot be opened is an error naming its path.
     pub fn start(self) -> std::io::Result<Runtime> {
         let plan = Plan::new(self.net, self.workers, self.accept)?;
         let n = plan.workers().count();
         let hub = Hub::new(plan.workers());
-        let registry = Registry::new(n, Box::new(StoreHealth::default));
         let auth = Arc::new(self.auth);
         let engine = EngineConfig {
             retention: self.rooms.retention(),
-            tail: self.rooms.history_size,
+            // In memory the tail is the whole history; on disk, the newest part.
+            tail: match self.store {
+                StoreKind::Memory => self.rooms.history_size,
+                StoreKind::Sqlite { .. } => self.rooms.history_size.min(MEMORY_TAIL),
+            },
         };
-        let apps = (0..n)
-            .map(|i| {
-                let store: Box<dyn Store> = Box::new(MemoryStore::new(engine.retention));
+        let (stores, registry, sqlite): (Vec<Box<dyn Store>>, _, _) = match self.store {
+            StoreKind::Memory => {
+                let stores = (0..n)
+                    .map(|_| Box::new(MemoryStore::new(engine.retention)) as Box<dyn Store>)
+                    .collect();
+                (stores, Registry::new(n, Box::new(StoreHealth::default)), None)
+            }
+            StoreKind::Sqlite {
+                path,
+                flush,
+                batch,
+                max_bytes,
+            } => {
+                let mailboxes = hub.clone();
+                let reply: crate::store::sqlite::Reply =
+                    Arc::new(move |w, event| mailboxes.mailbox(w).send(Envelope::Store(event)));
+                let config = SqliteConfig {
+                    path,
+                    flush,
+                    batch: batch.max(1),
+                    retention: engine.retention,
+                    tail: engine.tail,
+                    max_bytes,
+                };
+                let sqlite = Sqlite::open(config, n, reply).map_err(std::io::Error::other)?;
+                let stores = (0..n).map(|w| Box::new(sqlite.handle(w)) as Box<dyn Store>).collect();
+                let registry = Registry::new(n, Box::new(sqlite.health_probe()));
+                (stores, registry, Some(sqlite))
+            }
+        };
+        let apps = stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, store)| {
                 let engine = MemoryEngine::new(hub.clone(), i, engine, store);
                 Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone())
             })
             .collect();
-        plan.spawn(apps)
+        let mut runtime = plan.spawn(apps)?;
+        if let Some(sqlite) = sqlite {
+            // The workers' handles are gone with them: the last commit follows.
+            runtime.after_exit(move || sqlite.join());
+        }
+        Ok(runtime)
     }
 }
+
+/// Messages per room an owner keeps in memory at most; older retained ones
+/// are read from the store when asked for.
+const MEMORY_TAIL: usize = 1000;
 
 /// One worker's room layer.
 pub struct Rooms {

@@ -232,6 +232,7 @@ impl Plan {
             monitor: Some(monitor),
             shared: self.workers.shared,
             workers: n,
+            after_exit: Vec::new(),
         })
     }
 }
@@ -351,6 +352,8 @@ pub struct Runtime {
     monitor: Option<JoinHandle<Option<WorkerFailure>>>,
     shared: Arc<Shared>,
     workers: usize,
+    /// Run once every worker has ended (e.g. a store's last commit).
+    after_exit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Runtime {
@@ -370,12 +373,25 @@ impl Runtime {
         self.workers
     }
 
+    /// Runs `f` once every worker has ended, before `wait` returns.
+    pub fn after_exit(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_exit.push(Box::new(f));
+    }
+
+    fn finish(&mut self) {
+        for f in self.after_exit.drain(..) {
+            f();
+        }
+    }
+
     /// Waits until every worker has ended. If one panicked or failed (the
     /// others were then told to shut down at once), that is the error:
     /// never a half-dead server.
     pub fn wait(mut self) -> Result<(), WorkerFailure> {
         let monitor = self.monitor.take().expect("waited once");
-        match monitor.join() {
+        let outcome = monitor.join();
+        self.finish();
+        match outcome {
             Ok(None) => Ok(()),
             Ok(Some(failure)) => Err(failure),
             Err(_) => Err(WorkerFailure {
@@ -392,6 +408,7 @@ impl Drop for Runtime {
         if let Some(monitor) = self.monitor.take() {
             self.stop.shutdown();
             let _ = monitor.join();
+            self.finish();
         }
     }
 }

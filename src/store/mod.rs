@@ -9,6 +9,7 @@
 //! owner's mailbox ([`StoreEvent`]), never on an event loop.
 
 pub mod memory;
+pub mod sqlite;
 
 use crate::engine::{Name, Stored};
 use std::collections::VecDeque;
@@ -57,6 +58,9 @@ pub struct RoomRecord {
     pub tail: VecDeque<Kept>,
     /// Older retained messages than the tail's front may be in the store.
     pub older_in_store: bool,
+    /// This epoch is not stored (its `seq` reservation could not be
+    /// written): its messages live in memory only.
+    pub unsaved: bool,
 }
 
 impl RoomRecord {
@@ -69,6 +73,7 @@ impl RoomRecord {
             reserved,
             tail: VecDeque::new(),
             older_in_store: false,
+            unsaved: false,
         }
     }
 }
@@ -98,6 +103,8 @@ pub enum StoreEvent {
     },
     /// `seq` up to `upto` is durably reserved.
     Reserved { room: Name, upto: u64 },
+    /// A reservation could not be stored.
+    ReserveFailed { room: Name },
     /// Messages asked for by `read`, oldest first.
     Read {
         room: Name,

@@ -4,7 +4,9 @@ ports, and Debian's Chromium driven by Playwright (run.sh sets it all up)."""
 import os
 import queue
 import signal
+import shutil
 import socket
+import tempfile
 import subprocess
 import threading
 from pathlib import Path
@@ -44,6 +46,9 @@ class Server:
         self.port = port or free_port()
         self.log = []
         self.proc = None
+        # Its own working directory, kept across restarts: `serve` keeps its
+        # history in ./roomcast.db there, never in the repository.
+        self.dir = tempfile.mkdtemp(prefix="roomcast-browser-")
         self.start()
 
     @property
@@ -57,7 +62,7 @@ class Server:
     def start(self):
         argv = [BINARY, self.command, "--listen", f"127.0.0.1:{self.port}", *self.args]
         env = {**os.environ, "RUST_LOG": "info"}
-        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, cwd=self.dir)
         lines = queue.Queue()
 
         def pump(stream):
@@ -84,6 +89,10 @@ class Server:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def remove(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def restart(self):
         self.kill()
         self.start()
@@ -100,7 +109,7 @@ def server():
 
     yield make
     for s in started:
-        s.kill()
+        s.remove()
 
 
 @pytest.fixture(scope="session")
