@@ -143,6 +143,7 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
             "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{},",
             "\"protocol_errors_by_code\":{},\"limits\":{},\"not_authorized\":{},\"token_refreshes\":{},",
             "\"unavailable\":{},\"deferred_commands\":{},\"store\":{},",
+            "\"send_queue_bytes\":{},\"send_queue_bytes_peak\":{},\"rooms_loaded\":{},",
             "\"heap_bytes\":{},\"uptime_seconds\":{},\"workers\":[{}]}}"
         ),
         n.connections_total,
@@ -171,6 +172,9 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
         c.unavailable,
         c.deferred,
         store_json(&s.store),
+        n.queued_bytes,
+        n.queued_bytes_peak,
+        c.rooms_loaded,
         s.heap_bytes.map_or("null".to_owned(), |b| b.to_string()),
         s.now.duration_since(s.started).as_secs(),
         workers_json(&s.workers),
@@ -277,6 +281,18 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         "counter",
         "Connections refused at the connection limit.",
         n.rejected_full.to_string(),
+    );
+    metric(
+        "send_queue_bytes",
+        "gauge",
+        "Bytes waiting in send queues.",
+        n.queued_bytes.to_string(),
+    );
+    metric(
+        "send_queue_bytes_peak",
+        "gauge",
+        "The most bytes each worker's send queues held at once, summed over workers.",
+        n.queued_bytes_peak.to_string(),
     );
     metric(
         "heap_bytes",

@@ -47,6 +47,9 @@ pub struct Conn<S> {
     pub app_paused: bool,
     /// Output held back by the application (`Ctx::hold_output`).
     pub held: bool,
+    /// Closing as a slow consumer: its unsent frames are dropped so the
+    /// close frame goes out next (and their memory is freed at once).
+    pub shed: bool,
     /// Our write side has been shut down.
     pub shut: bool,
     /// A close is pending (policy or application); no more sends.
@@ -71,6 +74,7 @@ impl<S> Conn<S> {
             read_paused: false,
             app_paused: false,
             held: false,
+            shed: false,
             shut: false,
             doomed: false,
             dropped: 0,

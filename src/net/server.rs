@@ -329,7 +329,9 @@ impl<A: App> Server<A> {
     /// pongs and close frames are never dropped.
     fn push_control(&mut self, id: ConnId, bytes: Vec<u8>) {
         if let Some(conn) = self.conn(id) {
+            let len = bytes.len();
             conn.out.push(Chunk::Owned(bytes));
+            self.stats.queued(len);
             self.mark_dirty(id);
         }
     }
@@ -671,9 +673,15 @@ impl<A: App> Server<A> {
     /// Closes what the application (or an overflow) asked to close.
     fn finish_closing(&mut self, now: Instant) {
         while let Some((id, code, reason)) = self.closing.pop() {
-            if let Some(conn) = self.conn(id)
-                && let Phase::Open { ws, .. } = &mut conn.phase
+            if let Some(conn) = lookup(&mut self.conns, id)
+                && matches!(conn.phase, Phase::Open { .. })
             {
+                if conn.shed {
+                    // Nothing queued will be read in time: the close goes next.
+                    let dropped = conn.out.drop_unsent();
+                    self.stats.queued_bytes.sub(dropped as u64);
+                }
+                let Phase::Open { ws, .. } = &mut conn.phase else { continue };
                 ws.close(code, reason);
                 let output = ws.take_output();
                 self.push_control(id, output);
@@ -713,6 +721,7 @@ impl<A: App> Server<A> {
             return;
         }
         let mut conn = self.conns.remove(id.index as usize);
+        self.stats.queued_bytes.sub(conn.out.len_bytes() as u64);
         self.shared.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("deregister {}: {e}", conn.peer);
@@ -734,13 +743,17 @@ impl<A: App> Server<A> {
     /// when a backed-up queue drains; shuts down a draining connection.
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
-        let Some(conn) = self.conn(id) else { return };
+        let (conns, stats) = (&mut self.conns, &self.stats);
+        let Some(conn) = lookup(conns, id) else { return };
         if conn.held {
             return;
         }
         // A draining TLS connection sends close_notify after its last bytes.
         let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
-        let written = match conn.socket.write_queue(&mut conn.out, close) {
+        let queued = conn.out.len_bytes();
+        let result = conn.socket.write_queue(&mut conn.out, close);
+        stats.queued_bytes.sub((queued - conn.out.len_bytes()) as u64);
+        let written = match result {
             Ok(n) => n,
             Err(e) => {
                 debug!("write to {}: {e}", conn.peer);

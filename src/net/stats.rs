@@ -32,6 +32,14 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
+    /// Raises the value to `v` if it is lower (a high-water mark).
+    #[inline]
+    pub fn max(&self, v: u64) {
+        if v > self.0.load(Relaxed) {
+            self.0.store(v, Relaxed);
+        }
+    }
+
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -123,6 +131,11 @@ counters! {
     rejected_handshake_rate,
     /// Connections closed for sending pings beyond `ping_rate`.
     ping_flood_closes,
+    /// Bytes waiting in send queues now (a gauge).
+    queued_bytes,
+    /// The most `queued_bytes` has been (a high-water mark; summed over
+    /// workers it bounds the process's peak).
+    queued_bytes_peak,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,6 +145,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Stats {
     pub fn handshake_failed(&self, reason: &'static str) {
         *lock(&self.handshake_failures).entry(reason).or_default() += 1;
+    }
+
+    /// `n` bytes joined a send queue.
+    #[inline]
+    pub fn queued(&self, n: usize) {
+        self.queued_bytes.add(n as u64);
+        self.queued_bytes_peak.max(self.queued_bytes.get());
     }
 
     pub fn protocol_error(&self, code: u16) {

@@ -51,6 +51,9 @@ room_counters! {
     members,
     /// Rooms with members among those this worker owns (a gauge).
     rooms,
+    /// Rooms this worker owns that are held in memory: with members, or
+    /// waiting for the store (a gauge).
+    rooms_loaded,
     /// Commands held back to keep a connection's replies in order.
     deferred,
 }

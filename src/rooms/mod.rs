@@ -410,10 +410,15 @@ impl Rooms {
 
     /// Keeps the gauges `/stats` reads from other workers current.
     fn publish_gauges(&self) {
-        let rooms = self.engine.counts().rooms as u64;
-        let current = self.counters.rooms.get();
-        if rooms != current {
-            self.counters.rooms.add(rooms.wrapping_sub(current));
+        let counts = self.engine.counts();
+        for (gauge, now) in [
+            (&self.counters.rooms, counts.rooms as u64),
+            (&self.counters.rooms_loaded, counts.rooms_loaded as u64),
+        ] {
+            let current = gauge.get();
+            if now != current {
+                gauge.add(now.wrapping_sub(current));
+            }
         }
     }
 }
@@ -639,6 +644,16 @@ impl App for Rooms {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.engine.tick(now_ms());
+            // Give back what a burst or a crowd left behind.
+            if self.work.is_empty() && self.work.capacity() > 64 {
+                self.work = Vec::new();
+            }
+            if self.local.capacity() > 1024 && self.local.len() < self.local.capacity() / 4 {
+                self.local.shrink_to_fit();
+            }
+            if self.users.capacity() > 1024 && self.users.len() < self.users.capacity() / 4 {
+                self.users.shrink_to_fit();
+            }
         }
         self.pump(ctx);
     }
