@@ -283,7 +283,11 @@ fn run_soak(a: SoakArgs) -> ExitCode {
     match bench::soak::run(&config) {
         Ok(report) => {
             report.print();
-            if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("roomcast bench soak: {e}");

@@ -681,7 +681,9 @@ impl<A: App> Server<A> {
                     let dropped = conn.out.drop_unsent();
                     self.stats.queued_bytes.sub(dropped as u64);
                 }
-                let Phase::Open { ws, .. } = &mut conn.phase else { continue };
+                let Phase::Open { ws, .. } = &mut conn.phase else {
+                    continue;
+                };
                 ws.close(code, reason);
                 let output = ws.take_output();
                 self.push_control(id, output);

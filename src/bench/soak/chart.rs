@@ -45,7 +45,11 @@ fn panel(out: &mut String, top: f64, title: &str, unit: &str, series: &[Series],
         );
     }
     for (n, s) in series.iter().enumerate() {
-        let pts: Vec<String> = s.points.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
         let _ = writeln!(
             out,
             r##"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"##,
@@ -73,7 +77,14 @@ pub fn svg(title: &str, latency: &[Series], memory: &[Series], t_max: f64) -> St
     );
     let _ = writeln!(out, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(out, r##"<text x="{LEFT}" y="18" font-size="14">{title}</text>"##);
-    panel(&mut out, 45.0, "publish→delivery p99 (well-behaved members)", "ms", latency, t_max);
+    panel(
+        &mut out,
+        45.0,
+        "publish→delivery p99 (well-behaved members)",
+        "ms",
+        latency,
+        t_max,
+    );
     panel(&mut out, 45.0 + PANEL + 40.0, "server", "", memory, t_max);
     let _ = writeln!(
         out,

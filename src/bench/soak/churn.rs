@@ -71,7 +71,7 @@ pub fn churn(shared: &Shared, id: usize, routes: &Routes) -> Outcome {
         n += 1;
         // Mostly back to the room just left (recovery), sometimes elsewhere.
         let room = match last_room {
-            Some(r) if n % 5 != 0 => r,
+            Some(r) if !n.is_multiple_of(5) => r,
             _ => (xorshift(&mut rng) % shared.rooms as u64) as usize,
         };
         last_room = Some(room);
@@ -171,7 +171,8 @@ fn visit(
     if let Some(p) = from {
         if joined["recovered"] != true || epoch != p.epoch {
             out.recovered_failed += 1;
-            out.failures.push(format!("{name}: rejoin since {} in {}: {joined}", p.seq, p.epoch));
+            out.failures
+                .push(format!("{name}: rejoin since {} in {}: {joined}", p.seq, p.epoch));
             return Ok(None);
         }
         // The replay: exactly since+1 ..= head, in order, then live.
@@ -186,11 +187,17 @@ fn visit(
             let seq = event["seq"].as_u64().unwrap_or(0);
             if seq != expected {
                 out.recovered_failed += 1;
-                out.failures.push(format!("{name}: replay gave seq {seq}, expected {expected}"));
+                out.failures
+                    .push(format!("{name}: replay gave seq {seq}, expected {expected}"));
                 return Ok(None);
             }
             let c = &event["content"];
-            out.replayed.push((room, seq, c["p"].as_u64().unwrap_or(u64::MAX), c["k"].as_u64().unwrap_or(u64::MAX)));
+            out.replayed.push((
+                room,
+                seq,
+                c["p"].as_u64().unwrap_or(u64::MAX),
+                c["k"].as_u64().unwrap_or(u64::MAX),
+            ));
             expected += 1;
         }
         out.recovered_ok += 1;
@@ -239,7 +246,10 @@ pub fn crowds(shared: &Shared, server: SocketAddr, size: usize, every: Duration,
                 if status == 101 {
                     Ok(s)
                 } else {
-                    Err(std::io::Error::other(format!("status {status}: {}", head.lines().next().unwrap_or(""))))
+                    Err(std::io::Error::other(format!(
+                        "status {status}: {}",
+                        head.lines().next().unwrap_or("")
+                    )))
                 }
             });
             match opened {

@@ -103,18 +103,18 @@ pub fn attempt(kind: Kind, server: SocketAddr, expect: Expect, shared: &Shared) 
         Kind::StalledReader => {
             // A tiny receive window: the server's queue for it fills fast
             // from the firehose room, and the policy closes it.
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .map_err(|e| e.to_string())?;
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(|e| e.to_string())?;
             let _ = socket.set_recv_buffer_size(4096);
-            socket.connect_timeout(&server.into(), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+            socket
+                .connect_timeout(&server.into(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
             let mut s: TcpStream = socket.into();
             let (status, _) = raw::upgrade(&mut s, "/ws?username=stalled", "").map_err(|e| e.to_string())?;
             if status != 101 {
                 return Err(format!("upgrade got {status}"));
             }
-            let closes = || {
-                super::resources::stats(server).and_then(|s| s["slow_consumer_closes"].as_u64())
-            };
+            let closes = || super::resources::stats(server).and_then(|s| s["slow_consumer_closes"].as_u64());
             let before = closes().unwrap_or(0);
             let join = raw::frame(Opcode::Text, true, false, br#"{"type":"join","room":"soak-firehose"}"#);
             s.write_all(&join).map_err(|e| e.to_string())?;
@@ -192,14 +192,23 @@ pub fn attempt(kind: Kind, server: SocketAddr, expect: Expect, shared: &Shared) 
         }
         Kind::ByteAtATime => {
             let mut s = open(server, "/ws?username=trickle", "")?;
-            let f = raw::frame(Opcode::Text, true, false, br#"{"type":"presence","room":"nowhere","id":1}"#);
+            let f = raw::frame(
+                Opcode::Text,
+                true,
+                false,
+                br#"{"type":"presence","room":"nowhere","id":1}"#,
+            );
             for b in &f {
                 s.write_all(std::slice::from_ref(b)).map_err(|e| e.to_string())?;
                 std::thread::sleep(Duration::from_millis(3));
             }
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                let _ = s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+                let _ = s.set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ));
                 match raw::read_frame(&mut s) {
                     Ok((1, payload)) => {
                         let text = String::from_utf8_lossy(&payload);

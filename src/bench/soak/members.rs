@@ -77,7 +77,11 @@ impl Seen {
         self.by_publisher
             .iter()
             .zip(published)
-            .map(|(seen, &n)| (0..n as usize).filter(|&k| !seen.get(k).copied().unwrap_or(false)).count() as u64)
+            .map(|(seen, &n)| {
+                (0..n as usize)
+                    .filter(|&k| !seen.get(k).copied().unwrap_or(false))
+                    .count() as u64
+            })
             .sum()
     }
 }
@@ -166,20 +170,27 @@ fn serve(shared: &Shared, plan: &Plan, client: &mut Client, out: &mut Outcome) -
         }
         if !publishing {
             let deadline = *drain_deadline.get_or_insert(now + Duration::from_secs(10));
-            let published: Vec<u64> = plan.peers.clone().map(|g| shared.published[g].load(Ordering::SeqCst)).collect();
+            let published: Vec<u64> = plan
+                .peers
+                .clone()
+                .map(|g| shared.published[g].load(Ordering::SeqCst))
+                .collect();
             if seen.missing(&published) == 0 || now >= deadline {
                 out.lost = seen.missing(&published);
                 return Ok(());
             }
         }
         let wait = if publishing {
-            next.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))
+            next.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50))
         } else {
             Duration::from_millis(50)
         };
         match client.read_message_timeout(wait.max(Duration::from_millis(1))) {
             Ok(Some(Message::Text(text))) => on_text(shared, plan, &text, &mut seen, &mut last_seq, out),
-            Ok(Some(Message::Close(frame))) => return Err(format!("member {}: closed by the server: {frame:?}", plan.gid)),
+            Ok(Some(Message::Close(frame))) => {
+                return Err(format!("member {}: closed by the server: {frame:?}", plan.gid));
+            }
             Ok(Some(Message::Binary(_))) | Ok(None) => {}
             Err(e) => return Err(format!("member {}: {e}", plan.gid)),
         }
@@ -223,7 +234,10 @@ fn on_text(shared: &Shared, plan: &Plan, text: &str, seen: &mut Seen, last_seq: 
     };
     seen.mark(offset, k, out);
     if plan.recorder {
-        shared.room_logs[plan.room].lock().unwrap_or_else(|e| e.into_inner()).insert(seq, (p, k));
+        shared.room_logs[plan.room]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, (p, k));
     }
     let latency_us = now.saturating_sub(t) / 1000;
     let load_from = shared.load_at.duration_since(shared.start).as_nanos() as u64;

@@ -180,7 +180,11 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport, String> {
     let workers = stats["workers"].as_array().map_or(1, |w| w.len() as u64);
     std::thread::sleep(Duration::from_millis(500));
     let baseline = resources::sample(server, pid, 0.0, 0);
-    let calm = config.duration.mul_f64(0.2).max(Duration::from_secs(2)).min(config.duration);
+    let calm = config
+        .duration
+        .mul_f64(0.2)
+        .max(Duration::from_secs(2))
+        .min(config.duration);
     let now = Instant::now();
     let bucket_ns = (config.duration.as_nanos() as u64 / 200).max(1_000_000_000);
     let total_members = config.rooms * config.members;
@@ -351,18 +355,22 @@ pub fn run(config: &SoakConfig) -> Result<SoakReport, String> {
     let mut samples: Vec<Sample> = sampler.join().unwrap_or_default();
     samples.push(end);
 
-    Ok(report(config, &shared, Outcomes {
-        members,
-        churned,
-        crowd,
-        abusers,
-        firehose_error,
-        half_open,
-        baseline,
-        end,
-        samples,
-        workers,
-    }))
+    Ok(report(
+        config,
+        &shared,
+        Outcomes {
+            members,
+            churned,
+            crowd,
+            abusers,
+            firehose_error,
+            half_open,
+            baseline,
+            end,
+            samples,
+            workers,
+        },
+    ))
 }
 
 struct Outcomes {
@@ -381,7 +389,8 @@ struct Outcomes {
 
 fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
     let mut failures: Vec<String> = Vec::new();
-    let (mut all, mut calm, mut load, mut proxied) = (Histogram::new(), Histogram::new(), Histogram::new(), Histogram::new());
+    let (mut all, mut calm, mut load, mut proxied) =
+        (Histogram::new(), Histogram::new(), Histogram::new(), Histogram::new());
     let (mut delivered, mut lost, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64, 0u64);
     for m in &o.members {
         delivered += m.delivered;
@@ -396,7 +405,11 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
         failures.extend(m.errors.iter().take(3).cloned());
     }
     if o.members.len() != config.rooms * config.members {
-        failures.push(format!("{} of {} members finished", o.members.len(), config.rooms * config.members));
+        failures.push(format!(
+            "{} of {} members finished",
+            o.members.len(),
+            config.rooms * config.members
+        ));
     }
     // Every replayed message must be what the room's recorder saw at that seq.
     let (mut recovered_ok, mut recovered_failed, mut churn_connections) = (0u64, 0u64, 0u64);
@@ -409,7 +422,10 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
             let log = shared.room_logs[room].lock().unwrap_or_else(|e| e.into_inner());
             if log.get(&seq).is_some_and(|&(lp, lk)| (lp, lk) != (p, k)) {
                 recovered_failed += 1;
-                failures.push(format!("room {room} seq {seq}: replayed ({p},{k}), recorded {:?}", log[&seq]));
+                failures.push(format!(
+                    "room {room} seq {seq}: replayed ({p},{k}), recorded {:?}",
+                    log[&seq]
+                ));
             }
         }
     }
@@ -428,7 +444,11 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
             ));
         }
     }
-    for (what, n) in [("lost", lost), ("duplicates", duplicates), ("out of order", out_of_order)] {
+    for (what, n) in [
+        ("lost", lost),
+        ("duplicates", duplicates),
+        ("out of order", out_of_order),
+    ] {
         if n > 0 {
             failures.push(format!("{n} deliveries {what}"));
         }
@@ -439,21 +459,32 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
     let (p99_calm, p99_load) = (calm.quantile(0.99), load.quantile(0.99));
     let bound_us = config.p99_bound.as_micros() as u64;
     if load.count() > 0 && p99_load > p99_calm + bound_us {
-        failures.push(format!("p99 under load {p99_load} µs exceeds calm {p99_calm} µs + {bound_us} µs"));
+        failures.push(format!(
+            "p99 under load {p99_load} µs exceeds calm {p99_calm} µs + {bound_us} µs"
+        ));
     }
     let grew = |base: Option<u64>, end: Option<u64>, slack: u64| match (base, end) {
         (Some(b), Some(e)) => e > b + b / 20 + slack,
         _ => false,
     };
     if grew(o.baseline.rss_kib, o.end.rss_kib, config.rss_slack_kib) {
-        failures.push(format!("RSS {:?} KiB after the load, baseline {:?} KiB", o.end.rss_kib, o.baseline.rss_kib));
+        failures.push(format!(
+            "RSS {:?} KiB after the load, baseline {:?} KiB",
+            o.end.rss_kib, o.baseline.rss_kib
+        ));
     }
     let heap_slack = config.heap_slack_bytes + HEAP_PER_WORKER * o.workers;
     if grew(o.baseline.heap_bytes, o.end.heap_bytes, heap_slack) {
-        failures.push(format!("heap {:?} B after the load, baseline {:?} B", o.end.heap_bytes, o.baseline.heap_bytes));
+        failures.push(format!(
+            "heap {:?} B after the load, baseline {:?} B",
+            o.end.heap_bytes, o.baseline.heap_bytes
+        ));
     }
     if o.baseline.fds.is_some() && o.end.fds != o.baseline.fds {
-        failures.push(format!("descriptors {:?} after the load, baseline {:?}", o.end.fds, o.baseline.fds));
+        failures.push(format!(
+            "descriptors {:?} after the load, baseline {:?}",
+            o.end.fds, o.baseline.fds
+        ));
     }
     if o.end.connections != Some(0) {
         failures.push(format!("{:?} connections still open after the load", o.end.connections));
@@ -463,7 +494,15 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
     let abusers_json: BTreeMap<String, Value> = o
         .abusers
         .iter()
-        .map(|(k, t)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), json!(t)))
+        .map(|(k, t)| {
+            (
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                json!(t),
+            )
+        })
         .collect();
     let passed = failures.is_empty();
     let mut lines = vec![
@@ -485,7 +524,11 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
             all.quantile(0.999),
             all.max()
         ),
-        format!("through the fault proxy: p99 {} µs, max {} µs", proxied.quantile(0.99), proxied.max()),
+        format!(
+            "through the fault proxy: p99 {} µs, max {} µs",
+            proxied.quantile(0.99),
+            proxied.max()
+        ),
         format!(
             "connections: {connections} opened ({churn_connections} churn, {} crowd), peak {peak} at once; recoveries {recovered_ok} ok, {recovered_failed} failed",
             o.crowd.connections
@@ -495,11 +538,23 @@ fn report(config: &SoakConfig, shared: &Shared, o: Outcomes) -> SoakReport {
         lines.push(format!("half-open peers: {blackholed} vanished clients, {noticed} dropped by the server (at most {max_ms} ms after going silent)"));
     }
     for (kind, t) in &o.abusers {
-        lines.push(format!("hostile {kind:?}: {}/{} answered ({})", t.answered, t.attempts, kind.answer()));
+        lines.push(format!(
+            "hostile {kind:?}: {}/{} answered ({})",
+            t.answered,
+            t.attempts,
+            kind.answer()
+        ));
     }
     lines.push(format!(
         "server: RSS {:?} -> {:?} KiB, heap {:?} -> {:?} B, descriptors {:?} -> {:?}, threads {:?} -> {:?}",
-        o.baseline.rss_kib, o.end.rss_kib, o.baseline.heap_bytes, o.end.heap_bytes, o.baseline.fds, o.end.fds, o.baseline.threads, o.end.threads
+        o.baseline.rss_kib,
+        o.end.rss_kib,
+        o.baseline.heap_bytes,
+        o.end.heap_bytes,
+        o.baseline.fds,
+        o.end.fds,
+        o.baseline.threads,
+        o.end.threads
     ));
     lines.push(if passed {
         "PASSED".to_owned()
@@ -554,9 +609,18 @@ fn write_artifacts(config: &SoakConfig, shared: &Shared, samples: &[Sample]) {
         .map(|(i, h)| ((i as f64 + 0.5) * bucket_s, h.quantile(0.99) as f64 / 1000.0))
         .collect();
     let mib = |v: Option<u64>, scale: f64| v.map(|v| v as f64 / scale);
-    let rss: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.t, mib(s.rss_kib, 1024.0)?))).collect();
-    let heap: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.t, mib(s.heap_bytes, 1048576.0)?))).collect();
-    let conns: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.t, s.connections? as f64 / 1000.0))).collect();
+    let rss: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.t, mib(s.rss_kib, 1024.0)?)))
+        .collect();
+    let heap: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.t, mib(s.heap_bytes, 1048576.0)?)))
+        .collect();
+    let conns: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.t, s.connections? as f64 / 1000.0)))
+        .collect();
     let t_max = samples.last().map_or(config.duration.as_secs_f64(), |s| s.t);
     let svg = chart::svg(
         &format!("roomcast bench soak, {} s", config.duration.as_secs()),

@@ -6,8 +6,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -119,39 +119,48 @@ fn accept_loop(
 }
 
 /// Starts the two directions of one relayed connection.
-fn relay(
-    client: TcpStream,
-    upstream: TcpStream,
-    fault: Fault,
-    stop: Arc<AtomicBool>,
-    stats: Arc<ProxyStats>,
-) {
+fn relay(client: TcpStream, upstream: TcpStream, fault: Fault, stop: Arc<AtomicBool>, stats: Arc<ProxyStats>) {
     let started = Instant::now();
-    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     let cut = Arc::new(AtomicBool::new(false));
     let vanished = Arc::new(AtomicBool::new(false));
     // Upstream-to-client also watches for the server giving up on a
     // vanished peer.
-    let (stop2, stats2, cut2, vanished2) = (stop.clone(), stats.clone(), cut.clone(), vanished.clone());
+    let link = Arc::new(Link {
+        fault,
+        started,
+        stop,
+        cut,
+        vanished,
+    });
+    let (link2, stats2) = (link.clone(), stats.clone());
     let _ = std::thread::Builder::new().name("soak-relay".into()).spawn(move || {
-        pump(u2, c2, fault, started, &stop2, &cut2, &vanished2, Some(&stats2));
+        pump(u2, c2, &link2, Some(&stats2));
     });
     let _ = std::thread::Builder::new().name("soak-relay".into()).spawn(move || {
-        pump(client, upstream, fault, started, &stop, &cut, &vanished, None);
+        pump(client, upstream, &link, None);
     });
 }
 
-/// Copies `from` to `to` with `fault` applied, until either side ends.
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
+/// What both directions of one relayed connection share.
+struct Link {
     fault: Fault,
     started: Instant,
-    stop: &AtomicBool,
-    cut: &AtomicBool,
-    vanished: &AtomicBool,
-    watch: Option<&Arc<ProxyStats>>,
-) {
+    stop: Arc<AtomicBool>,
+    /// Either direction ended: the other ends too.
+    cut: Arc<AtomicBool>,
+    /// The client vanished (`Fault::Vanish`).
+    vanished: Arc<AtomicBool>,
+}
+
+/// Copies `from` to `to` with the link's fault applied, until either side
+/// ends. `watch` is given to the server-to-client direction: it sees the
+/// server give up on a vanished client.
+fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link, watch: Option<&Arc<ProxyStats>>) {
+    let (fault, started) = (link.fault, link.started);
+    let (stop, cut, vanished) = (&*link.stop, &*link.cut, &*link.vanished);
     let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = vec![0u8; 16 * 1024];
     let mut sent_this_second = (Instant::now(), 0u64);

@@ -26,7 +26,8 @@ pub struct Sample {
 pub fn stats(server: SocketAddr) -> Option<Value> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
     let mut response = Vec::new();
     s.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response);
@@ -42,7 +43,11 @@ fn status_field(pid: u32, name: &str) -> Option<u64> {
 
 pub fn sample(server: SocketAddr, pid: Option<u32>, t: f64, harness_open: u64) -> Sample {
     // /proc first: the /stats request's own connection must not be counted.
-    let fds = pid.and_then(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok().map(|d| d.count() as u64));
+    let fds = pid.and_then(|p| {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .ok()
+            .map(|d| d.count() as u64)
+    });
     let rss_kib = pid.and_then(|p| status_field(p, "VmRSS:"));
     let threads = pid.and_then(|p| status_field(p, "Threads:"));
     let stats = stats(server);
