@@ -211,7 +211,14 @@ impl CommonArgs {
     }
 }
 
-fn run_scenario(scenario: Scenario) -> Result<bench::Report, String> {
+/// What a scenario ended with.
+enum Outcome {
+    Report(bench::Report),
+    /// Already reported; exit with this status.
+    Done(ExitCode),
+}
+
+fn run_scenario(scenario: Scenario) -> Result<Outcome, String> {
     let report = match scenario {
         Scenario::Echo(a) => bench::run_echo(&EchoConfig {
             common: a.common.common("ws://127.0.0.1:9001/")?,
@@ -251,9 +258,10 @@ fn run_scenario(scenario: Scenario) -> Result<bench::Report, String> {
             connections: a.connections,
             hold: secs(a.hold),
         }),
-        Scenario::Soak(_) => unreachable!("handled by run_soak"),
+        // It reports on its own, with its own exit status.
+        Scenario::Soak(a) => return Ok(Outcome::Done(run_soak(a))),
     };
-    report.map_err(|e| e.to_string())
+    report.map(Outcome::Report).map_err(|e| e.to_string())
 }
 
 fn run_soak(a: SoakArgs) -> ExitCode {
@@ -297,14 +305,12 @@ fn run_soak(a: SoakArgs) -> ExitCode {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
-    if let Scenario::Soak(a) = args.scenario {
-        return run_soak(a);
-    }
     match run_scenario(args.scenario) {
-        Ok(report) => {
+        Ok(Outcome::Report(report)) => {
             report.print();
             ExitCode::SUCCESS
         }
+        Ok(Outcome::Done(status)) => status,
         Err(e) => {
             eprintln!("roomcast bench: {e}");
             ExitCode::FAILURE
