@@ -34,7 +34,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
-
 /// One line of `--print-config`: the value as TOML text (None: not set) and
 /// where it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,6 @@ use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
-
 /// The real binary on `port` with its history in `db`.
 struct Binary {
     port: u16,

@@ -56,4 +56,6 @@ room_counters! {
     rooms_loaded,
     /// Commands held back to keep a connection's replies in order.
     deferred,
+    /// Messages refused by the embedding program's hooks.
+    rejected,
 }

@@ -11,6 +11,7 @@
 mod commands;
 pub mod counters;
 mod deliver;
+pub mod hooks;
 pub mod local;
 pub mod names;
 pub mod session;
@@ -19,6 +20,7 @@ pub mod wire;
 /// Token buckets live in the I/O layer, which limits pings and handshakes with them too.
 pub use crate::net::rate;
 pub use counters::{RoomCounters, RoomTotals};
+pub use hooks::{Hooks, Publish};
 pub use local::Dialect;
 
 use crate::auth::{Authenticator, Identity};
@@ -194,6 +196,7 @@ pub struct RoomServer {
     pub workers: usize,
     pub accept: AcceptMode,
     pub store: StoreKind,
+    pub hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl RoomServer {
@@ -205,7 +208,14 @@ impl RoomServer {
             workers: 1,
             accept: AcceptMode::default(),
             store: StoreKind::Memory,
+            hooks: None,
         }
+    }
+
+    /// Lets `hooks` decide about joins and messages (see [`Hooks`]).
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Some(Arc::new(hooks));
+        self
     }
 
     pub fn store(mut self, store: StoreKind) -> Self {
@@ -278,7 +288,9 @@ impl RoomServer {
             .enumerate()
             .map(|(i, store)| {
                 let engine = MemoryEngine::new(hub.clone(), i, engine, store);
-                Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone())
+                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone());
+                rooms.hooks = self.hooks.clone();
+                rooms
             })
             .collect();
         let mut runtime = plan.spawn(apps)?;
@@ -313,6 +325,7 @@ pub struct Rooms {
     counters: Arc<RoomCounters>,
     registry: Arc<Registry>,
     next_tick: Instant,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 fn now_ms() -> u64 {
@@ -345,6 +358,7 @@ impl Rooms {
             counters: registry.workers[worker].clone(),
             registry,
             next_tick: Instant::now() + TICK,
+            hooks: None,
         }
     }
 
@@ -503,6 +517,12 @@ impl App for Rooms {
             };
             (user, None)
         };
+        if let (Some(hooks), Some(room)) = (&self.hooks, &auto_join)
+            && let Err(reason) = hooks.authorize_join(&user, room)
+        {
+            warn!("{user} from {peer} may not join {room}: {reason}");
+            return Route::Reject(Rejection::new(403, "not authorized for this room"));
+        }
         Route::Upgrade(Session::new(user.into(), dialect, auto_join, auth))
     }
 
@@ -515,6 +535,9 @@ impl App for Rooms {
         if let Some(at) = session.auth.as_ref().and_then(|a| a.deadline) {
             self.expiries.push(Reverse((at, id)));
             self.timed_sessions += 1;
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.on_connect(&user, id.token().0 as u64);
         }
         if dialect == Dialect::Json {
             let conns = self.users.entry(user.clone()).or_default();
@@ -578,7 +601,16 @@ impl App for Rooms {
                 if text.len() > self.config.max_content_size {
                     return;
                 }
-                self.publish(room, user, Value::String(text));
+                let mut content = Value::String(text);
+                match self.hooks.as_ref().map(|h| h.on_publish(&user, &room, &content)) {
+                    None | Some(Publish::Keep) => {}
+                    Some(Publish::Replace(v)) => content = v,
+                    Some(Publish::Reject(_)) => {
+                        self.counters.rejected.inc();
+                        return;
+                    }
+                }
+                self.publish(room, user, content);
             }
             (_, MessageKind::Binary) => {
                 let Some(room) = home else { return };
@@ -598,6 +630,9 @@ impl App for Rooms {
                     ctx.state(*id).and_then(|s| s.auth.as_ref()).and_then(|a| a.deadline) == Some(*at)
                 });
             }
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.on_disconnect(&session.user, id.token().0 as u64);
         }
         let member = Self::member(id, &session);
         for room in &session.rooms {

@@ -449,10 +449,7 @@ impl Drop for Scratch {
 
 /// A tungstenite client on `path`, with a read timeout so a broken server
 /// fails the test instead of hanging it.
-pub fn ws(
-    addr: SocketAddr,
-    path: &str,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
+pub fn ws(addr: SocketAddr, path: &str) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
     let (ws, _) = tungstenite::connect(format!("ws://{addr}{path}")).unwrap();
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
