@@ -65,6 +65,9 @@ fi
 section "browser tests (Chromium + Playwright)"
 bash tests/browser/run.sh
 
+section "/metrics through a Prometheus parser, and the Grafana dashboard"
+bash tests/metrics/run.sh
+
 section "soak (${SOAK_SECONDS:-60} s: members, churn, crowds, hostile clients, faults, leaks)"
 bash benches/soak.sh "${SOAK_SECONDS:-60}"
 

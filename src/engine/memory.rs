@@ -813,6 +813,22 @@ impl Engine for MemoryEngine {
             rooms_loaded: self.rooms.len(),
         }
     }
+
+    fn top_rooms(&self, n: usize) -> Vec<(Name, u64)> {
+        let mut rooms: Vec<(Name, u64)> = self
+            .rooms
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.state.as_ref()?.members())))
+            .filter(|(_, members)| *members > 0)
+            .collect();
+        let by_size = |a: &(Name, u64), b: &(Name, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+        if rooms.len() > n {
+            rooms.select_nth_unstable_by(n, by_size);
+            rooms.truncate(n);
+        }
+        rooms.sort_unstable_by(by_size);
+        rooms
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::heartbeat::Heartbeat;
 use super::id::ConnId;
+use super::metrics::Disconnect;
 use super::rate::TokenBucket;
 use super::send_queue::SendQueue;
 use super::transport::Transport;
@@ -50,6 +51,8 @@ pub struct Conn<S> {
     /// Closing as a slow consumer: its unsent frames are dropped so the
     /// close frame goes out next (and their memory is freed at once).
     pub shed: bool,
+    /// Why the server is ending it, once it knows (for the metrics).
+    pub cause: Option<Disconnect>,
     /// Our write side has been shut down.
     pub shut: bool,
     /// A close is pending (policy or application); no more sends.
@@ -75,6 +78,7 @@ impl<S> Conn<S> {
             app_paused: false,
             held: false,
             shed: false,
+            cause: None,
             shut: false,
             doomed: false,
             dropped: 0,

@@ -15,6 +15,7 @@ use super::conn::{Conn, Phase, lookup};
 use super::heartbeat::{Action, Heartbeat, Policy};
 use super::id::{ConnId, Generations, LISTENER};
 use super::mailbox::Mailbox;
+use super::metrics::Disconnect;
 use super::per_ip;
 use super::rate::{TokenBucket, Verdict};
 use super::send_queue::Chunk;
@@ -601,6 +602,9 @@ impl<A: App> Server<A> {
                 }
             };
             if let (Some(heartbeat), Some(event)) = (heartbeat, &event) {
+                if let (Event::Pong(_), Some(rtt)) = (event, heartbeat.round_trip(now)) {
+                    self.stats.ping_rtt.observe(rtt.as_nanos() as u64);
+                }
                 heartbeat.heard(now, matches!(event, Event::Text(_) | Event::Binary(_)));
             }
             let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
@@ -672,10 +676,13 @@ impl<A: App> Server<A> {
 
     /// Closes what the application (or an overflow) asked to close.
     fn finish_closing(&mut self, now: Instant) {
+        let draining = self.drain_deadline.is_some();
         while let Some((id, code, reason)) = self.closing.pop() {
             if let Some(conn) = lookup(&mut self.conns, id)
                 && matches!(conn.phase, Phase::Open { .. })
             {
+                conn.cause
+                    .get_or_insert(Disconnect::from_local(code.0, reason, draining));
                 if conn.shed {
                     // Nothing queued will be read in time: the close goes next.
                     let dropped = conn.out.drop_unsent();
@@ -705,6 +712,13 @@ impl<A: App> Server<A> {
         conn.doomed = true;
         // Whatever the application held back goes out with the close.
         conn.held = false;
+        let why = match reason {
+            CloseReason::Peer(code) => Disconnect::from_peer(code.map(|c| c.0)),
+            CloseReason::ProtocolError(_) => Disconnect::ProtocolError,
+            CloseReason::Abnormal => conn.cause.unwrap_or(Disconnect::ConnectionLost),
+            CloseReason::Local(code) => conn.cause.unwrap_or(Disconnect::from_local(code.0, "", false)),
+        };
+        self.stats.disconnects.inc(why);
         self.stats.connections_active.sub(1);
         self.set_deadline(id, now + self.config.close_timeout);
         self.mark_dirty(id);
@@ -856,6 +870,7 @@ impl<A: App> Server<A> {
                 }
                 Action::Dead => {
                     debug!("no pong from {}; dropping", conn.peer);
+                    conn.cause = Some(Disconnect::DeadPeer);
                     self.stats.dead_peers.inc();
                     self.remove(id, now);
                 }

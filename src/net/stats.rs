@@ -5,6 +5,7 @@
 //! and store is enough to update it (a plain `mov` on x86-64: no locked
 //! instruction on the per-message path), and any thread may read it.
 
+use super::metrics::{Disconnects, Histogram, HistogramTotals, RTT_NS};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -59,6 +60,10 @@ macro_rules! counters {
             pub protocol_error_codes: Mutex<BTreeMap<u16, u64>>,
             /// Handshakes rejected, by reason. Rare: a mutex.
             pub handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
+            /// WebSocket connections ended, by reason.
+            pub disconnects: Disconnects,
+            /// Ping-to-pong round trips (ns).
+            pub ping_rtt: Histogram,
         }
 
         /// The counters of one or more workers, read at one moment.
@@ -67,6 +72,9 @@ macro_rules! counters {
             $(pub $name: u64,)*
             pub protocol_error_codes: BTreeMap<u16, u64>,
             pub handshake_failures: BTreeMap<&'static str, u64>,
+            /// By `Disconnect as usize`.
+            pub disconnects: Vec<u64>,
+            pub ping_rtt: HistogramTotals,
         }
 
         impl Stats {
@@ -76,6 +84,8 @@ macro_rules! counters {
                     $($name: Counter::default(),)*
                     protocol_error_codes: Mutex::default(),
                     handshake_failures: Mutex::default(),
+                    disconnects: Disconnects::default(),
+                    ping_rtt: Histogram::new(RTT_NS),
                 }
             }
 
@@ -85,6 +95,8 @@ macro_rules! counters {
                     $($name: self.$name.get(),)*
                     protocol_error_codes: lock(&self.protocol_error_codes).clone(),
                     handshake_failures: lock(&self.handshake_failures).clone(),
+                    disconnects: self.disconnects.totals(),
+                    ping_rtt: self.ping_rtt.totals(),
                 }
             }
         }
@@ -99,6 +111,11 @@ macro_rules! counters {
                 for (k, v) in &other.handshake_failures {
                     *self.handshake_failures.entry(k).or_default() += v;
                 }
+                self.disconnects.resize(other.disconnects.len().max(self.disconnects.len()), 0);
+                for (a, b) in self.disconnects.iter_mut().zip(&other.disconnects) {
+                    *a += b;
+                }
+                self.ping_rtt.add(&other.ping_rtt);
             }
         }
     };

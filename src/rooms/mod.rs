@@ -90,6 +90,8 @@ impl RoomConfig {
 /// for `/stats` and `/metrics`, and the store's health.
 pub struct Registry {
     workers: Vec<Arc<RoomCounters>>,
+    /// Each worker's biggest owned rooms, refreshed once a second.
+    top_rooms: Vec<Mutex<Vec<(Name, u64)>>>,
     /// (time, messages in, messages out) at the previous `/stats` snapshot.
     last_sample: Mutex<Option<(Instant, u64, u64)>>,
     store_health: Box<dyn Fn() -> StoreHealth + Send + Sync>,
@@ -107,6 +109,7 @@ impl Registry {
     fn new(workers: usize, store_health: Box<dyn Fn() -> StoreHealth + Send + Sync>) -> Arc<Self> {
         Arc::new(Registry {
             workers: (0..workers).map(|_| Arc::default()).collect(),
+            top_rooms: (0..workers).map(|_| Mutex::default()).collect(),
             last_sample: Mutex::new(None),
             store_health,
         })
@@ -139,8 +142,16 @@ impl Registry {
                 totals.messages_out.saturating_sub(out0) as f64 / secs,
             )
         };
+        let mut top_rooms: Vec<(Name, u64)> = self
+            .top_rooms
+            .iter()
+            .flat_map(|t| t.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect();
+        top_rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top_rooms.truncate(TOP_ROOMS);
         Snapshot {
             net: totals,
+            top_rooms,
             started: net.started(),
             now,
             rooms: counters.rooms,
@@ -336,6 +347,8 @@ fn now_ms() -> u64 {
 
 /// How often the engine's housekeeping (retention, idle rooms) runs.
 const TICK: Duration = Duration::from_secs(1);
+/// Rooms listed in `/stats` `top_rooms`.
+const TOP_ROOMS: usize = 10;
 
 impl Rooms {
     pub fn new(
@@ -679,6 +692,10 @@ impl App for Rooms {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.engine.tick(now_ms());
+            let top = self.engine.top_rooms(TOP_ROOMS);
+            *self.registry.top_rooms[self.worker]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = top;
             // Give back what a burst or a crowd left behind.
             if self.work.is_empty() && self.work.capacity() > 64 {
                 self.work = Vec::new();
