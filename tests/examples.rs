@@ -15,12 +15,25 @@ use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
-/// target/debug/examples/NAME: `cargo test` builds the examples next to
-/// the test binaries' directory.
+/// The example's binary. `cargo test` builds examples (to check they
+/// compile) as `target/debug/examples/NAME-HASH`; `cargo build --examples`
+/// as `.../NAME`. The newest of them is the one just built.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    dir.join("examples").join(name)
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples");
+    let hashed = format!("{name}-");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            (file == name || file.strip_prefix(&hashed).is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())))
+                && e.metadata().is_ok_and(|m| m.is_file())
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no {name} in {} (`cargo test` builds it)", dir.display()))
 }
 
 /// Runs an example on a free port; returns it (killed when dropped) and its address.
