@@ -189,8 +189,9 @@ impl Rooms {
                 room: room.into(),
                 user,
                 content,
-                // Without an `id` nothing is owed: no `ack`.
-                ticket: req_id.map(|i| ticket(Some(i))),
+                // Always answered, so a failure is an `error` even without
+                // an `id`; success gets an `ack` only with one.
+                ticket: Some(ticket(req_id)),
             },
             Command::Direct { to, content } => {
                 let event = Outgoing::text(

@@ -197,6 +197,12 @@ impl Rooms {
             self.counters.unavailable.inc();
         }
         let conn = ticket.conn;
+        if !speaks_json(ctx, conn) {
+            // Chat and pub/sub have no error envelope: a publish that was
+            // not carried out closes the connection rather than vanish.
+            ctx.close(conn, CloseCode::TRY_AGAIN_LATER, "room state unavailable; try again");
+            return;
+        }
         Self::error(ctx, conn, &refusal_error(ticket, why));
     }
 
