@@ -73,7 +73,10 @@ fn main() -> ExitCode {
             };
             if let Some(redis) = &redis {
                 let urls: Vec<String> = redis.urls.iter().map(ToString::to_string).collect();
-                log::info!("room state and history in Redis ({}); --store is not used", urls.join(", "));
+                log::info!(
+                    "room state and history in Redis ({}); --store is not used",
+                    urls.join(", ")
+                );
             }
             let room_config = args.room_config();
             let (workers, mode, store) = (args.server.workers(), args.server.accept_mode(), args.store());

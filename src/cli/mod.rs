@@ -6,11 +6,11 @@ pub mod config;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
+use roomcast::engine::redis::{RedisConfig, RedisUrl};
 use roomcast::net::{Config, OverflowPolicy, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
 use roomcast::rooms::rate::RateLimit;
-use roomcast::engine::redis::{RedisConfig, RedisUrl};
 use roomcast::rooms::{RoomConfig, StoreKind};
 use roomcast::runtime::{AcceptMode, Stop};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -197,7 +197,7 @@ impl RedisArgs {
         if self.urls.is_empty() {
             return Ok(None);
         }
-        if !(self.redis_node_timeout >= 0.5) {
+        if self.redis_node_timeout.is_nan() || self.redis_node_timeout < 0.5 {
             return Err("--redis-node-timeout must be at least 0.5 seconds".into());
         }
         let mut config = RedisConfig::new(self.urls.clone());

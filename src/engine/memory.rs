@@ -26,7 +26,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What travels between workers.
 #[derive(Debug)]
 pub enum Envelope {
-    Request { from: usize, request: Request },
+    Request {
+        from: usize,
+        request: Request,
+    },
     Delivery(Delivery),
     Store(StoreEvent),
     /// From a node's Redis thread (`crate::engine::redis`).

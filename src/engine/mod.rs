@@ -272,7 +272,9 @@ pub enum Delivery {
     /// without a gap (its history was reset, or what they missed while
     /// the state was unreachable is gone): they must start afresh. The
     /// room layer closes them (1012), so clients rejoin with `since`.
-    Reset { room: Name },
+    Reset {
+        room: Name,
+    },
 }
 
 /// A stream of requests that is answered in the order it was sent: the

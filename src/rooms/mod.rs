@@ -316,7 +316,15 @@ impl RoomServer {
         let registry = Registry::new(n, Box::new(node.health_probe()));
         let auth = Arc::new(self.auth);
         let apps = (0..n)
-            .map(|i| Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(node.engine(i)), registry.clone()))
+            .map(|i| {
+                Rooms::new(
+                    i,
+                    self.rooms.clone(),
+                    auth.clone(),
+                    Box::new(node.engine(i)),
+                    registry.clone(),
+                )
+            })
             .collect();
         let mut runtime = plan.spawn(apps)?;
         // The workers' members have left by then: the node leaves the cluster.

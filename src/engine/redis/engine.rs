@@ -354,7 +354,9 @@ impl RedisEngine {
             run: &view.run,
         };
         let mut bytes = Vec::with_capacity(256);
-        self.common.caller.call(&mut bytes, &target, &self.epochs.next(), op, args);
+        self.common
+            .caller
+            .call(&mut bytes, &target, &self.epochs.fresh(), op, args);
         self.outbox.push(ToIo::Cmd {
             shard,
             link_no: view.link_no.unwrap_or(0),
@@ -470,7 +472,12 @@ impl RedisEngine {
                     serde_json::Value::from(&*user),
                     serde_json::to_string(&content).unwrap_or_else(|_| "null".into())
                 );
-                self.cmd(shard, "publish", &[room.as_bytes(), fields.as_bytes()], ticket.is_some());
+                self.cmd(
+                    shard,
+                    "publish",
+                    &[room.as_bytes(), fields.as_bytes()],
+                    ticket.is_some(),
+                );
                 if let Some(ticket) = ticket {
                     self.expect(shard, Pending::Publish { room, ticket });
                 }
@@ -488,7 +495,12 @@ impl RedisEngine {
             } => {
                 let shard = self.room_shard(&room);
                 let skip = self.conn_ref(from);
-                let args: [&[u8]; 4] = [room.as_bytes(), user.as_bytes(), flag(typing).as_bytes(), skip.as_bytes()];
+                let args: [&[u8]; 4] = [
+                    room.as_bytes(),
+                    user.as_bytes(),
+                    flag(typing).as_bytes(),
+                    skip.as_bytes(),
+                ];
                 self.cmd(shard, "typing", &args, ticket.is_some());
                 if let Some(ticket) = ticket {
                     self.expect(shard, Pending::Typing { room, ticket });
@@ -601,13 +613,12 @@ impl RedisEngine {
             .map(|(r, _)| r.clone())
             .collect();
         for room in rooms {
-            let Some(link) = self.rooms.get_mut(&room) else { continue };
+            let Some(link) = self.rooms.get_mut(&room) else {
+                continue;
+            };
             link.joining += 1;
-            let counts: Vec<(String, String)> = link
-                .users
-                .iter()
-                .map(|(u, n)| (u.to_string(), n.to_string()))
-                .collect();
+            let counts: Vec<(String, String)> =
+                link.users.iter().map(|(u, n)| (u.to_string(), n.to_string())).collect();
             let (members, roster) = (link.members.to_string(), link.roster.to_string());
             let last_seq = link.last_seq.map(|s| s.to_string()).unwrap_or_default();
             let epoch = link.epoch.as_deref().unwrap_or_default().to_string();
@@ -826,7 +837,14 @@ impl RedisEngine {
             let n = ints(v, 3)?;
             let epoch: Name = items.get(3)?.as_str()?.into();
             let whole = items.get(4)?.as_int()? == 1;
-            Some((n[0] as u64, n[1] as u64, n[2] as u64, epoch, whole, entries(&room, items.get(5))?))
+            Some((
+                n[0] as u64,
+                n[1] as u64,
+                n[2] as u64,
+                epoch,
+                whole,
+                entries(&room, items.get(5))?,
+            ))
         });
         let Some((ev0, ev1, seq, epoch, whole, missed)) = parsed else {
             // Down again: the next reconnect resyncs.
@@ -849,7 +867,11 @@ impl RedisEngine {
                         continue;
                     }
                     link.last_seq = Some(seq);
-                    out.push(Delivery::Room(RoomEvent::new(room.clone(), EventKind::Message(stored), None)));
+                    out.push(Delivery::Room(RoomEvent::new(
+                        room.clone(),
+                        EventKind::Message(stored),
+                        None,
+                    )));
                 }
             } else {
                 log::warn!(

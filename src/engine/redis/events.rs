@@ -149,10 +149,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let t = room_event(&room, b"8 e1 t n1.1.4.2 1 bob", "n1", &mut epochs).unwrap();
-        assert!(Arc::ptr_eq(
-            &epochs[&room],
-            &t.epoch
-        ) || &*t.epoch == "e1");
+        assert!(Arc::ptr_eq(&epochs[&room], &t.epoch) || &*t.epoch == "e1");
         assert!(matches!(&t.event.kind, EventKind::Typing { user, typing: true } if &**user == "bob"));
         assert_eq!(
             t.event.skip,
@@ -176,7 +173,10 @@ mod tests {
             assert!(room_event(&room, bad, "n1", &mut epochs).is_none(), "{bad:?}");
         }
         let (workers, user, event) = direct(b"0,2 bob {\"type\":\"direct\"}").unwrap();
-        assert_eq!((workers, &*user, event.payload()), (vec![0, 2], "bob", &b"{\"type\":\"direct\"}"[..]));
+        assert_eq!(
+            (workers, &*user, event.payload()),
+            (vec![0, 2], "bob", &b"{\"type\":\"direct\"}"[..])
+        );
         assert!(direct(b"x bob e").is_none());
     }
 }

@@ -47,21 +47,44 @@ pub enum ToIo {
         reply: bool,
     },
     /// `worker` has members in `room` now / no longer.
-    Sub { shard: usize, worker: usize, room: Name },
-    Unsub { shard: usize, worker: usize, room: Name },
+    Sub {
+        shard: usize,
+        worker: usize,
+        room: Name,
+    },
+    Unsub {
+        shard: usize,
+        worker: usize,
+        room: Name,
+    },
 }
 
 /// What the Redis thread hands a worker, in the order it happened on the
 /// shard's connection.
 #[derive(Debug)]
 pub enum RedisEvent {
-    Reply { shard: usize, result: Result<Value, String> },
-    Room { room: Name, placed: Placed },
-    Direct { to: Name, event: Arc<Outgoing> },
+    Reply {
+        shard: usize,
+        result: Result<Value, String>,
+    },
+    Room {
+        room: Name,
+        placed: Placed,
+    },
+    Direct {
+        to: Name,
+        event: Arc<Outgoing>,
+    },
     /// The shard's connection is gone; every reply owed was answered before this.
-    Down { shard: usize },
+    Down {
+        shard: usize,
+    },
     /// Connection `link_no` of the shard is ready; `run` is its server's run id.
-    Up { shard: usize, link_no: u64, run: Name },
+    Up {
+        shard: usize,
+        link_no: u64,
+        run: Name,
+    },
 }
 
 impl Clone for Placed {
@@ -233,7 +256,10 @@ impl Io {
                 self.leave_cluster();
             }
             if let Some(deadline) = stopping {
-                let left = self.shards.iter().any(|s| s.pending.iter().any(|p| matches!(p, Slot::Deregister)));
+                let left = self
+                    .shards
+                    .iter()
+                    .any(|s| s.pending.iter().any(|p| matches!(p, Slot::Deregister)));
                 if !left || now >= deadline {
                     return;
                 }
@@ -343,7 +369,9 @@ impl Io {
                 }
                 ToIo::Unsub { shard, worker, room } => {
                     let s = &mut self.shards[shard];
-                    let Some(entry) = s.channels.get_mut(&room) else { continue };
+                    let Some(entry) = s.channels.get_mut(&room) else {
+                        continue;
+                    };
                     entry[worker] = false;
                     if !entry.contains(&true) {
                         s.channels.remove(&room);
@@ -386,7 +414,7 @@ impl Io {
     }
 
     fn call(&mut self, s: usize, op: &str, args: &[&[u8]], slot: Slot) {
-        let cand = self.cands.next();
+        let cand = self.cands.fresh();
         let shard = &mut self.shards[s];
         let Some(conn) = &mut shard.conn else { return };
         let target = Target {
@@ -553,7 +581,11 @@ impl Io {
 
     fn write_all(&mut self) {
         for s in 0..self.shards.len() {
-            if self.shards[s].conn.as_ref().is_some_and(|c| c.link.wants_write(&c.wbuf)) {
+            if self.shards[s]
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.link.wants_write(&c.wbuf))
+            {
                 self.write(s);
             }
         }

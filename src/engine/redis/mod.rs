@@ -107,7 +107,7 @@ impl RedisNode {
         } else {
             None
         };
-        let node = script::Epochs::new().next();
+        let node = script::Epochs::new().fresh();
         let workers = hub.workers();
         let ttl = config.node_timeout.mul_f64(2.0 / 3.0);
         let caller = script::Caller {
@@ -158,12 +158,22 @@ impl RedisNode {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("redis: {e}")),
             Err(_) => {
-                let down = started.common.io.down.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let down = started
+                    .common
+                    .io
+                    .down
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 let which: Vec<String> = down.into_iter().flatten().collect();
                 return Err(format!(
                     "redis: not every server answered within {:?}{}",
                     config.connect_timeout,
-                    if which.is_empty() { String::new() } else { format!(": {}", which.join("; ")) }
+                    if which.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", which.join("; "))
+                    }
                 ));
             }
         }
@@ -174,7 +184,12 @@ impl RedisNode {
     }
 
     fn take_initial(&self) -> Vec<(u64, Name)> {
-        self.common.io.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.common
+            .io
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// This node's id in Redis (16 hex digits, new for every process).

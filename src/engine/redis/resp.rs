@@ -170,7 +170,9 @@ fn value(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Value>, Prot
             let Some(len) = length(head, MAX_BULK)? else {
                 return Ok(Some(Value::Nil));
             };
-            let Some(bytes) = blob(buf, at, len)? else { return Ok(None) };
+            let Some(bytes) = blob(buf, at, len)? else {
+                return Ok(None);
+            };
             match kind {
                 b'!' => Value::Error(String::from_utf8_lossy(&bytes).into_owned()),
                 // Verbatim: "txt:" or "mkd:" then the text.
@@ -183,14 +185,22 @@ fn value(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Value>, Prot
             let Some(n) = length(head, MAX_ELEMENTS)? else {
                 return Ok(Some(Value::Nil));
             };
-            let Some(list) = items(buf, at, n, depth)? else { return Ok(None) };
-            if kind == b'>' { Value::Push(list) } else { Value::Array(list) }
+            let Some(list) = items(buf, at, n, depth)? else {
+                return Ok(None);
+            };
+            if kind == b'>' {
+                Value::Push(list)
+            } else {
+                Value::Array(list)
+            }
         }
         b'%' | b'|' => {
             let Some(n) = length(head, MAX_ELEMENTS / 2)? else {
                 return Err(ProtocolError("null map"));
             };
-            let Some(list) = items(buf, at, n * 2, depth)? else { return Ok(None) };
+            let Some(list) = items(buf, at, n * 2, depth)? else {
+                return Ok(None);
+            };
             if kind == b'|' {
                 // Attributes describe the value that follows: skip them.
                 return value(buf, at, depth + 1);
@@ -250,7 +260,11 @@ pub fn encode(value: &Value, out: &mut Vec<u8>) {
         Value::Nil => out.extend_from_slice(b"_\r\n"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
         Value::Array(items) | Value::Push(items) => {
-            header(out, if matches!(value, Value::Push(_)) { b'>' } else { b'*' }, items.len());
+            header(
+                out,
+                if matches!(value, Value::Push(_)) { b'>' } else { b'*' },
+                items.len(),
+            );
             for item in items {
                 encode(item, out);
             }

@@ -80,7 +80,7 @@ impl Epochs {
     }
 
     /// splitmix64.
-    pub fn next(&mut self) -> String {
+    pub fn fresh(&mut self) -> String {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -130,7 +130,10 @@ mod tests {
         let four: Vec<usize> = names.iter().map(|n| shard_of(n, 4)).collect();
         let moved = three.iter().zip(&four).filter(|(a, b)| a != b).count();
         assert!(moved < 1000, "{moved} of 3000 moved; about a quarter should");
-        assert!(three.iter().zip(&four).all(|(a, b)| a == b || *b == 3), "moves only to the new one");
+        assert!(
+            three.iter().zip(&four).all(|(a, b)| a == b || *b == 3),
+            "moves only to the new one"
+        );
         assert_eq!(shard_of("anything", 1), 0);
     }
 
@@ -152,10 +155,23 @@ mod tests {
         let args: Vec<&str> = v.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         assert_eq!(
             args,
-            ["EVALSHA", sha(), "0", "presence", "rc:0:", "n1", "abc", "e1", "100", "0", "10000", "lobby"]
+            [
+                "EVALSHA",
+                sha(),
+                "0",
+                "presence",
+                "rc:0:",
+                "n1",
+                "abc",
+                "e1",
+                "100",
+                "0",
+                "10000",
+                "lobby"
+            ]
         );
         assert_eq!(sha().len(), 40);
         let mut e = Epochs::new();
-        assert_ne!(e.next(), e.next());
+        assert_ne!(e.fresh(), e.fresh());
     }
 }

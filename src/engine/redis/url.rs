@@ -89,7 +89,10 @@ impl FromStr for RedisUrl {
                     Some((u, p)) => (u, Some(p)),
                     None => (info, None),
                 };
-                let user = (!u.is_empty()).then(|| percent_decode(u)).transpose().map_err(|e| fail(&e))?;
+                let user = (!u.is_empty())
+                    .then(|| percent_decode(u))
+                    .transpose()
+                    .map_err(|e| fail(&e))?;
                 let password = p.map(percent_decode).transpose().map_err(|e| fail(&e))?;
                 (user, password)
             }
@@ -136,7 +139,9 @@ impl FromStr for RedisUrl {
 /// `s` with the password of a Redis URL in it replaced by `***` (for
 /// `--print-config` and error messages about URLs that did not parse).
 pub fn redact(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else { return s.to_string() };
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
     let after = &s[scheme_end + 3..];
     let authority_end = after.find('/').unwrap_or(after.len());
     let Some(at) = after[..authority_end].rfind('@') else {
@@ -157,14 +162,17 @@ mod tests {
         let u: RedisUrl = "redis://127.0.0.1".parse().unwrap();
         assert_eq!((u.tls, u.host.as_str(), u.port, u.db), (false, "127.0.0.1", 6379, 0));
         let u: RedisUrl = "rediss://app:p%40ss:w@cache.example:6380/3".parse().unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.db), (true, "cache.example", 6380, 3));
         assert_eq!(
-            (u.tls, u.host.as_str(), u.port, u.db),
-            (true, "cache.example", 6380, 3)
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("app"), Some("p@ss:w"))
         );
-        assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("app"), Some("p@ss:w")));
         assert_eq!(u.to_string(), "rediss://app:***@cache.example:6380/3");
         let u: RedisUrl = "redis://:secret@[::1]:7000".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.user.as_deref(), u.password.as_deref()), ("::1", 7000, None, Some("secret")));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.user.as_deref(), u.password.as_deref()),
+            ("::1", 7000, None, Some("secret"))
+        );
         assert_eq!(u.to_string(), "redis://:***@[::1]:7000");
     }
 
