@@ -616,6 +616,9 @@ impl RedisEngine {
             let Some(link) = self.rooms.get_mut(&room) else {
                 continue;
             };
+            // Subscribed again (the thread did it before telling us): live
+            // events are held until the resync says where the room is.
+            link.broken = false;
             link.joining += 1;
             let counts: Vec<(String, String)> =
                 link.users.iter().map(|(u, n)| (u.to_string(), n.to_string())).collect();

@@ -359,9 +359,9 @@ impl Io {
                     entry[worker] = true;
                     if first {
                         self.shared.rooms.fetch_add(1, Ordering::Relaxed);
-                        if s.up
-                            && let Some(conn) = &mut s.conn
-                        {
+                        // Also while connecting: before or after the setup's own
+                        // subscriptions, either is in order.
+                        if let Some(conn) = &mut s.conn {
                             let channel = [s.prefix.as_bytes(), b"r:", room.as_bytes()].concat();
                             resp::command(&mut conn.wbuf, &[b"SUBSCRIBE".as_slice(), &channel]);
                         }
@@ -377,9 +377,9 @@ impl Io {
                         s.channels.remove(&room);
                         self.epochs.remove(&room);
                         self.shared.rooms.fetch_sub(1, Ordering::Relaxed);
-                        if s.up
-                            && let Some(conn) = &mut s.conn
-                        {
+                        // Also while connecting: before or after the setup's own
+                        // subscriptions, either is in order.
+                        if let Some(conn) = &mut s.conn {
                             let channel = [s.prefix.as_bytes(), b"r:", room.as_bytes()].concat();
                             resp::command(&mut conn.wbuf, &[b"UNSUBSCRIBE".as_slice(), &channel]);
                         }
