@@ -408,6 +408,7 @@ fn redis_restarted_in_the_middle_of_traffic() {
     let mut bob = user(b.addr(), "bob");
     let epoch = join(&mut alice, room)["epoch"].clone();
     join(&mut bob, room);
+    let mut chat = open(b.addr(), &format!("/ws/{room}?username=carol"));
     for k in 0..5 {
         send(
             &mut alice,
@@ -441,6 +442,17 @@ fn redis_restarted_in_the_middle_of_traffic() {
     );
     send(&mut bob, json!({"type": "presence", "room": room, "id": "p"}));
     assert_eq!(next_of(&mut bob, "error")["code"], "unavailable");
+    // A broadcast without `id` is refused too, without `id`.
+    send(&mut bob, json!({"type": "broadcast", "room": room, "content": "y"}));
+    let err = next_of(&mut bob, "error");
+    assert_eq!(
+        (err["code"].clone(), err.get("id")),
+        (json!("unavailable"), None),
+        "{err}"
+    );
+    // The chat dialect has no error envelope: a refused message closes it.
+    chat.send(Message::text("lost?")).unwrap();
+    assert_eq!(close_code(&mut chat), 1013);
     for node in [&a, &b] {
         let (status, body) = health(node.addr());
         assert_eq!((status, body["status"].clone()), (200, json!("degraded")), "{body}");
@@ -705,4 +717,35 @@ fn redis_commands_per_publish_do_not_grow_with_members_or_nodes() {
         (large - small).abs() < 0.5,
         "{small} per publish for 2 members, {large} for 42"
     );
+}
+
+/// A node subscribes to a room's channel only while it has members there,
+/// and typing reaches the other members on every node but not the sender.
+#[test]
+fn a_node_subscribes_only_to_rooms_it_has_members_in() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&urls(&[&redis]), &[]), Node::start(&urls(&[&redis]), &[]));
+    let subscribers = |room: &str| -> i64 {
+        let v = redis.cmd(&["PUBSUB", "NUMSUB", &format!("rc:0:r:{room}")]);
+        v.as_array().and_then(|a| a.get(1)).and_then(|n| n.as_int()).unwrap()
+    };
+    let mut ann = user(a.addr(), "ann");
+    let mut bea = user(b.addr(), "bea");
+    join(&mut bea, "only-b");
+    assert_eq!(subscribers("only-b"), 1, "node A has no member there: no subscription");
+    join(&mut ann, "both");
+    join(&mut bea, "both");
+    assert_eq!(subscribers("both"), 2);
+    send(
+        &mut ann,
+        json!({"type": "typing", "room": "both", "typing": true, "id": "t"}),
+    );
+    assert_eq!(
+        next_of(&mut bea, "typing"),
+        json!({"type": "typing", "room": "both", "user": "ann", "typing": true})
+    );
+    assert_eq!(next_of(&mut ann, "ack")["id"], "t");
+    send(&mut ann, json!({"type": "leave", "room": "both", "id": "l"}));
+    assert_eq!(next_of(&mut ann, "left")["id"], "l");
+    assert_eq!(subscribers("both"), 1, "the last member on node A left: unsubscribed");
 }
