@@ -8,6 +8,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS  seconds per fuzz target (default 20, see fuzz/smoke.sh)
+#   SOAK_SECONDS  length of the soak run (default 60, see benches/soak.sh)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,6 +67,12 @@ fi
 
 section "browser tests (Chromium + Playwright)"
 bash tests/browser/run.sh
+
+section "/metrics through a Prometheus parser, and the Grafana dashboard"
+bash tests/metrics/run.sh
+
+section "soak (${SOAK_SECONDS:-60} s: members, churn, crowds, hostile clients, faults, leaks)"
+bash benches/soak.sh "${SOAK_SECONDS:-60}"
 
 section "fuzz smoke"
 bash fuzz/smoke.sh

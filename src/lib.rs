@@ -1,8 +1,63 @@
-//! roomcast: a WebSocket server written from scratch on RFC 6455.
+//! roomcast: a WebSocket server written from scratch on
+//! [RFC 6455](https://www.rfc-editor.org/rfc/rfc6455) (with
+//! [RFC 7692](https://www.rfc-editor.org/rfc/rfc7692) permessage-deflate),
+//! and the real-time room server built on it.
 //!
-//! `protocol` is the sans-IO core (handshake, frames, masking, UTF-8,
-//! messages, closing, permessage-deflate); `net` is the mio event loop that
-//! carries it over TCP; `apps` are what runs on it (echo, rooms).
+//! # Layers
+//!
+//! Data flows down, never back up:
+//!
+//! | module | what | knows about |
+//! |---|---|---|
+//! | [`protocol`] | the sans-IO core: handshake, frames, masking, UTF-8, the message and close state machine, permessage-deflate. Bytes and time in, events and bytes out; server and client roles | nothing else |
+//! | [`net`] | one event loop (`mio`): sockets, timers, send queues, TLS; applications plug in through [`net::App`] | `protocol` |
+//! | [`runtime`] | N event loops in one process: threads, listeners, mailboxes, shutdown, panics | `net` |
+//! | [`engine`] | where room state lives beyond one loop: the seam ([`engine::Engine`]), its contract, the in-process engine | `store` |
+//! | [`store`] | durable history: SQLite (default) and memory | messages as data |
+//! | [`rooms`] | the room server: sessions, three dialects, fan-out, reply order; [`rooms::Hooks`] for embedding programs | `net`, `engine` |
+//! | [`http`], [`auth`] | `/health`, `/stats`, `/metrics`, the chat page; credentials and grants | |
+//! | [`client`], [`bench`](mod@bench) | the client role on the same core; the load generator and soak harness | `protocol` |
+//!
+//! docs/architecture.md in the repository has the design and the engine's
+//! contract; docs/protocol.md the room protocol.
+//!
+//! # Running your own application
+//!
+//! Implement [`net::App`] (route HTTP requests, react to opens, messages,
+//! closes and timers through a [`net::Ctx`]) and start it on as many loops
+//! as you like with [`runtime::start`]. `examples/game_lobby.rs` keeps a
+//! game lobby's state this way.
+//!
+//! # Embedding the room server
+//!
+//! [`rooms::RoomServer`] runs the room server with your settings; its
+//! [`hooks`](rooms::RoomServer::hooks) let you authorize joins, transform or
+//! reject messages, and watch connections come and go.
+//! `examples/chat_filter.rs` filters a chat's words this way:
+//!
+//! ```no_run
+//! use roomcast::rooms::{Hooks, Publish, RoomConfig, RoomServer};
+//! use serde_json::Value;
+//!
+//! struct NoShouting;
+//!
+//! impl Hooks for NoShouting {
+//!     fn on_publish(&self, _user: &str, _room: &str, content: &Value) -> Publish {
+//!         match content.as_str() {
+//!             Some(text) if text.chars().any(|c| c.is_lowercase()) => Publish::Keep,
+//!             Some(text) => Publish::Replace(Value::String(text.to_lowercase())),
+//!             None => Publish::Reject("text only".into()),
+//!         }
+//!     }
+//! }
+//!
+//! let runtime = RoomServer::new(roomcast::net::Config::default(), RoomConfig::default())
+//!     .hooks(NoShouting)
+//!     .workers(2)
+//!     .start()?;
+//! runtime.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 

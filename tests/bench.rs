@@ -170,3 +170,72 @@ fn refuses_targets_off_this_machine() {
         assert!(Target::parse(url).is_err(), "{url}");
     }
 }
+
+/// A short soak against an in-process room server on two workers: every
+/// check passes, and the JSON line has the promised fields. (The real
+/// figures come from `benches/soak.sh` against the binary.)
+#[test]
+fn soak_passes_against_a_healthy_server_and_reports_its_fields() {
+    let server = common::start_rooms(
+        RoomServer::new(
+            roomcast::net::Config {
+                handshake_timeout: Duration::from_secs(2),
+                ..common::test_config()
+            },
+            RoomConfig::default(),
+        )
+        .workers(2),
+    );
+    let target = Target::parse(&format!("ws://{}/ws", server.addr)).unwrap();
+    let config = bench::soak::SoakConfig {
+        rooms: 3,
+        members: 3,
+        churners: 2,
+        crowd: 100,
+        crowd_every: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(2),
+        // In this process: memory and descriptors are the test's own too.
+        server_pid: None,
+        heap_slack_bytes: 64 << 20,
+        ..bench::soak::SoakConfig::new(target, Duration::from_secs(8))
+    };
+    let report = bench::soak::run(&config).unwrap();
+    let v = &report.json;
+    assert!(report.passed, "{}", report.lines.join("\n"));
+    for key in [
+        "delivered",
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "recovered_ok",
+        "recovered_failed",
+        "abusers",
+        "latency_us",
+        "peak_connections",
+    ] {
+        assert!(!v[key].is_null(), "{key} missing in {v}");
+    }
+    assert!(f(v, "delivered") > 0.0);
+    assert_eq!(f(v, "lost"), 0.0);
+    assert!(f(v, "recovered_ok") > 0.0, "{v}");
+    for kind in [
+        "stalled_reader",
+        "ping_flood",
+        "oversize_frame",
+        "invalid_utf8",
+        "compression_bomb",
+        "handshake_storm",
+    ] {
+        assert!(f(&v["abusers"][kind], "answered") >= 1.0, "{kind}: {v}");
+    }
+}
+
+#[test]
+fn soak_refuses_targets_off_this_machine() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["bench", "soak", "--url", "ws://192.0.2.1:9001/ws", "--duration", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{out:?}");
+}

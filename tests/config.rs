@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,30 +32,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// A scratch directory for one test, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("roomcast-config-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One line of `--print-config`: the value as TOML text (None: not set) and
@@ -207,7 +182,7 @@ fn example_config_matches_the_flags_and_their_defaults() {
 
 #[test]
 fn flag_beats_env_beats_file_beats_default_in_print_config() {
-    let dir = Dir::new("precedence");
+    let dir = Scratch::new("precedence");
     let file = dir.file(
         "roomcast.toml",
         "# layers\n\
@@ -325,7 +300,7 @@ fn echoed(addr: SocketAddr, len: usize) -> bool {
 
 #[test]
 fn settings_from_file_and_env_take_effect() {
-    let dir = Dir::new("behaviour");
+    let dir = Scratch::new("behaviour");
     let (file_addr, env_addr, flag_addr) = (loopback(), loopback(), loopback());
     let file = dir.file(
         "roomcast.toml",
@@ -416,7 +391,7 @@ fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn unknown_keys_are_errors_naming_key_file_and_line() {
-    let dir = Dir::new("unknown");
+    let dir = Scratch::new("unknown");
     let file = dir.file(
         "bad.toml",
         "backlog = 1\nmax_message_size = 10\nnonsense = true\n\n[serve]\nlisten = \"127.0.0.1:1\"\n",
@@ -444,7 +419,7 @@ fn unknown_keys_are_errors_naming_key_file_and_line() {
 
 #[test]
 fn bad_values_in_the_file_are_errors_naming_key_file_and_line() {
-    let dir = Dir::new("values");
+    let dir = Scratch::new("values");
     let cases = [
         (
             "overflow = \"explode\"\n",
@@ -509,7 +484,7 @@ fn bad_env_values_name_the_variable() {
 
 #[test]
 fn print_config_round_trips() {
-    let dir = Dir::new("roundtrip");
+    let dir = Scratch::new("roundtrip");
     let file = dir.file(
         "in.toml",
         "jwt-issuer = \"it's \\\"quoted\\\" \\\\ and ü\"\nping-rate = 2.5\nmax-frame-size = 4096\n\
@@ -558,7 +533,7 @@ fn hs256(secret: &[u8]) -> String {
 fn secrets_come_from_env_or_files_and_are_never_printed() {
     const SECRET: &str = "an-hs256-secret-from-the-environment-0123456789";
     const IN_FILE: &str = "an-hs256-secret-kept-in-a-file-abcdefghijklmnop";
-    let dir = Dir::new("secrets");
+    let dir = Scratch::new("secrets");
     let secret_file = dir.file("secret", &format!("{IN_FILE}\n"));
 
     // --print-config shows the file's path, never its contents.

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket, connect};
+use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -86,11 +86,7 @@ fn server() -> Running {
 }
 
 fn open(addr: SocketAddr, path: &str) -> Ws {
-    let (ws, _) = connect(format!("ws://{addr}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
+    ws(addr, path)
 }
 
 /// A `/ws` client that has read its `welcome`.

@@ -22,7 +22,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket, connect};
+use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -37,11 +37,7 @@ fn server(room: RoomConfig) -> Running {
 }
 
 fn open(addr: SocketAddr, path: &str) -> Ws {
-    let (ws, _) = connect(format!("ws://{addr}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
+    ws(addr, path)
 }
 
 /// A `/ws` client that has read its `welcome`.
@@ -437,5 +433,90 @@ fn echo_runs_on_every_worker() {
     for (i, ws) in clients.iter_mut().enumerate() {
         ws.send(Message::binary(vec![i as u8; 1000])).unwrap();
         assert_eq!(ws.read().unwrap(), Message::binary(vec![i as u8; 1000]));
+    }
+}
+
+/// Hooks of an embedding program, on every worker: connects and
+/// disconnects seen once each, a rejected message refused with `rejected`
+/// on `/ws` and dropped silently on `/pubsub`, a replaced one delivered as
+/// replaced to every dialect.
+#[test]
+fn hooks_see_every_connection_and_decide_every_message() {
+    use roomcast::rooms::{Hooks, Publish};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Seen {
+        events: Mutex<Vec<String>>,
+    }
+    struct Recorder(Arc<Seen>);
+    impl Hooks for Recorder {
+        fn on_connect(&self, user: &str, _conn: u64) {
+            self.0.events.lock().unwrap().push(format!("+{user}"));
+        }
+        fn on_disconnect(&self, user: &str, _conn: u64) {
+            self.0.events.lock().unwrap().push(format!("-{user}"));
+        }
+        fn on_publish(&self, _user: &str, _room: &str, content: &Value) -> Publish {
+            match content.as_str() {
+                Some("secret") => Publish::Reject("not here".into()),
+                Some(t) => Publish::Replace(Value::String(t.to_uppercase())),
+                None => Publish::Keep,
+            }
+        }
+    }
+    let seen = Arc::new(Seen::default());
+    let server = start_rooms(
+        RoomServer::new(test_config(), RoomConfig::default())
+            .workers(WORKERS)
+            .accept(AcceptMode::Handoff)
+            .hooks(Recorder(seen.clone())),
+    );
+    let mut a = user(server.addr, "ann");
+    let mut b = user(server.addr, "bo");
+    let mut sub = open(server.addr, "/pubsub/hooked?username=sub");
+    join(&mut a, "hooked");
+    join(&mut b, "hooked");
+    send(
+        &mut a,
+        json!({"type": "broadcast", "room": "hooked", "content": "hello", "id": 1}),
+    );
+    for ws in [&mut a, &mut b] {
+        loop {
+            let e = recv_json(ws);
+            if e["type"] == "message" {
+                assert_eq!(e["content"], "HELLO");
+                break;
+            }
+        }
+    }
+    assert_eq!(sub.read().unwrap(), Message::text("HELLO"));
+    send(
+        &mut a,
+        json!({"type": "broadcast", "room": "hooked", "content": "secret", "id": 2}),
+    );
+    loop {
+        let e = recv_json(&mut a);
+        if e["type"] == "error" {
+            assert_eq!(
+                (e["code"].clone(), e["message"].clone(), e["id"].clone()),
+                (json!("rejected"), json!("not here"), json!(2))
+            );
+            break;
+        }
+    }
+    // From the relay: dropped, and the next one still flows.
+    sub.send(Message::text("secret")).unwrap();
+    sub.send(Message::text("after")).unwrap();
+    assert_eq!(sub.read().unwrap(), Message::text("AFTER"));
+    drop((a, b, sub));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut events = seen.events.lock().unwrap().clone();
+        events.sort();
+        if events == ["+ann", "+bo", "+sub", "-ann", "-bo", "-sub"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

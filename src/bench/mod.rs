@@ -25,6 +25,7 @@ pub mod payload;
 pub mod probe;
 pub mod process;
 pub mod report;
+pub mod soak;
 pub mod target;
 
 pub use broadcast::{BroadcastConfig, Mode};

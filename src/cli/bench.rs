@@ -23,6 +23,61 @@ pub enum Scenario {
     /// Opens N connections (handshakes/s), then holds them idle and reports
     /// the server's memory per connection.
     Connect(ConnectArgs),
+    /// Everything at once against a room server for --duration seconds:
+    /// members checking every delivery, churn with recovery, crowds,
+    /// hostile clients, a fault-injecting proxy, resource accounting; exits
+    /// non-zero on any loss, duplicate, leak or missing answer
+    /// (docs/reliability.md).
+    Soak(SoakArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SoakArgs {
+    /// The server's /ws endpoint; loopback only.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
+    pub url: String,
+    /// Seconds the run lasts (the first fifth without churn or hostiles).
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// The server's pid: resident memory, descriptors and threads from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Rooms of well-behaved members.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Members per room (the last one of each through the fault proxy).
+    #[arg(long, default_value_t = 5)]
+    pub members: usize,
+    /// Messages per second per room.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Threads opening and closing connections all the time.
+    #[arg(long, default_value_t = 4)]
+    pub churners: usize,
+    /// Idle connections per crowd burst (0: none).
+    #[arg(long, default_value_t = 2000)]
+    pub crowd: usize,
+    /// Seconds between crowd bursts.
+    #[arg(long, default_value_t = 10.0)]
+    pub crowd_every: f64,
+    /// No hostile clients.
+    #[arg(long)]
+    pub no_hostile: bool,
+    /// The server's --handshake-timeout, in seconds (what slowloris expects).
+    #[arg(long, default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+    /// Milliseconds the p99 under load may exceed the calm p99.
+    #[arg(long, default_value_t = 100.0)]
+    pub p99_bound_ms: f64,
+    /// KiB of resident memory the server may keep after the load (plus 5%).
+    #[arg(long, default_value_t = 16384)]
+    pub rss_slack_kib: u64,
+    /// Write a chart of latency and memory over time (SVG) here.
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
+    /// Write the resource samples (JSON) here.
+    #[arg(long)]
+    pub samples: Option<std::path::PathBuf>,
 }
 
 /// Flags every scenario takes.
@@ -161,7 +216,14 @@ impl CommonArgs {
     }
 }
 
-fn run_scenario(scenario: Scenario) -> Result<bench::Report, String> {
+/// What a scenario ended with.
+enum Outcome {
+    Report(bench::Report),
+    /// Already reported; exit with this status.
+    Done(ExitCode),
+}
+
+fn run_scenario(scenario: Scenario) -> Result<Outcome, String> {
     let report = match scenario {
         Scenario::Echo(a) => bench::run_echo(&EchoConfig {
             common: a.common.common("ws://127.0.0.1:9001/")?,
@@ -204,16 +266,59 @@ fn run_scenario(scenario: Scenario) -> Result<bench::Report, String> {
             connections: a.connections,
             hold: secs(a.hold),
         }),
+        // It reports on its own, with its own exit status.
+        Scenario::Soak(a) => return Ok(Outcome::Done(run_soak(a))),
     };
-    report.map_err(|e| e.to_string())
+    report.map(Outcome::Report).map_err(|e| e.to_string())
+}
+
+fn run_soak(a: SoakArgs) -> ExitCode {
+    let target = match Target::parse(&a.url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("roomcast bench soak: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = bench::soak::SoakConfig {
+        server_pid: a.server_pid,
+        rooms: a.rooms.max(1),
+        members: a.members.max(1),
+        rate: a.rate.max(0.1),
+        churners: a.churners,
+        crowd: a.crowd,
+        crowd_every: secs(a.crowd_every).max(Duration::from_secs(1)),
+        hostile: !a.no_hostile,
+        handshake_timeout: secs(a.handshake_timeout),
+        p99_bound: secs(a.p99_bound_ms / 1000.0),
+        rss_slack_kib: a.rss_slack_kib,
+        chart: a.chart,
+        samples: a.samples,
+        ..bench::soak::SoakConfig::new(target, secs(a.duration).max(Duration::from_secs(5)))
+    };
+    match bench::soak::run(&config) {
+        Ok(report) => {
+            report.print();
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("roomcast bench soak: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
     match run_scenario(args.scenario) {
-        Ok(report) => {
+        Ok(Outcome::Report(report)) => {
             report.print();
             ExitCode::SUCCESS
         }
+        Ok(Outcome::Done(status)) => status,
         Err(e) => {
             eprintln!("roomcast bench: {e}");
             ExitCode::FAILURE

@@ -141,6 +141,18 @@ impl Client {
         Ok(None)
     }
 
+    /// Ends the connection without the close handshake, as a client that
+    /// crashes or loses its network does: with `reset`, a TCP RST; without,
+    /// a bare FIN (no close frame). The client is consumed.
+    pub fn abort(self, reset: bool) -> io::Result<()> {
+        let mut stream = self.stream;
+        if reset {
+            stream.reset()
+        } else {
+            stream.shutdown(Shutdown::Both)
+        }
+    }
+
     /// Runs the close handshake (section 7.1.2): sends our close frame,
     /// skips messages still in flight, waits for the server's close frame
     /// and for the server to close TCP, all within the close timeout.

@@ -54,6 +54,12 @@ impl Stream {
         self.tcp().local_addr()
     }
 
+    /// Ends the connection with a TCP reset (no close frame, no FIN):
+    /// `SO_LINGER` 0, then the caller drops the socket.
+    pub fn reset(&self) -> io::Result<()> {
+        socket2::SockRef::from(self.tcp()).set_linger(Some(Duration::ZERO))
+    }
+
     /// Shuts the socket down; over TLS, after sending close_notify (best
     /// effort: the write timeout bounds it).
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {

@@ -16,6 +16,7 @@ use super::{
     ConnRef, Delivery, Engine, EngineCounts, EventKind, JoinedRoom, Key, Lane, Name, Refused, Request, RoomEvent,
     Since, Stored, StoredMessage,
 };
+use crate::net::mailbox::IDLE_CAPACITY;
 use crate::runtime::{Finish, Mailbox, Workers};
 use crate::store::{Kept, Retention, Store, StoreEvent};
 use std::collections::{HashMap, VecDeque};
@@ -786,6 +787,22 @@ impl Engine for MemoryEngine {
     }
 
     fn tick(&mut self, now_ms: u64) {
+        // Hand-off buffers keep the capacity of the largest burst they saw:
+        // give it back once they are idle.
+        let idle = |v: &mut Vec<Envelope>| {
+            if v.is_empty() && v.capacity() > IDLE_CAPACITY {
+                *v = Vec::new();
+            }
+        };
+        self.outbox.iter_mut().for_each(idle);
+        idle(&mut self.incoming);
+        self.hub.mailboxes[self.me].shrink_idle();
+        if self.rooms.capacity() > 1024 && self.rooms.len() < self.rooms.capacity() / 4 {
+            self.rooms.shrink_to_fit();
+        }
+        if self.users.capacity() > 1024 && self.users.len() < self.users.capacity() / 4 {
+            self.users.shrink_to_fit();
+        }
         let (tail, retention) = (self.config.tail, self.config.retention);
         let store = &*self.store;
         for slot in self.rooms.values_mut() {
@@ -801,6 +818,22 @@ impl Engine for MemoryEngine {
             rooms: self.occupied,
             rooms_loaded: self.rooms.len(),
         }
+    }
+
+    fn top_rooms(&self, n: usize) -> Vec<(Name, u64)> {
+        let mut rooms: Vec<(Name, u64)> = self
+            .rooms
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.state.as_ref()?.members())))
+            .filter(|(_, members)| *members > 0)
+            .collect();
+        let by_size = |a: &(Name, u64), b: &(Name, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+        if rooms.len() > n {
+            rooms.select_nth_unstable_by(n, by_size);
+            rooms.truncate(n);
+        }
+        rooms.sort_unstable_by(by_size);
+        rooms
     }
 }
 

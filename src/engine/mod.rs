@@ -221,6 +221,8 @@ pub struct RoomEvent {
     pub skip: Option<ConnRef>,
     /// The event encoded for each dialect, by the first worker that needs it.
     pub encoded: [OnceLock<Option<Outgoing>>; 3],
+    /// When the owner made it (for the publish-to-enqueue latency).
+    pub at: std::time::Instant,
 }
 
 impl RoomEvent {
@@ -230,6 +232,7 @@ impl RoomEvent {
             kind,
             skip,
             encoded: Default::default(),
+            at: std::time::Instant::now(),
         })
     }
 }
@@ -352,4 +355,10 @@ pub trait Engine: Send {
     fn tick(&mut self, _now_ms: u64) {}
 
     fn counts(&self) -> EngineCounts;
+
+    /// The `n` rooms with the most members among those this worker owns
+    /// (largest first).
+    fn top_rooms(&self, _n: usize) -> Vec<(Name, u64)> {
+        Vec::new()
+    }
 }

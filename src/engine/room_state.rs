@@ -85,6 +85,11 @@ impl RoomState {
         self.members == 0
     }
 
+    /// Members on every worker.
+    pub fn members(&self) -> u64 {
+        u64::from(self.members)
+    }
+
     pub fn wants_roster(&self) -> bool {
         self.roster_members > 0
     }

@@ -3,8 +3,10 @@
 //! and its JavaScript client in `demo`.
 
 pub mod demo;
+pub mod process;
 
 use crate::net::Totals;
+use crate::net::metrics::{Disconnect, HistogramTotals};
 use crate::protocol::handshake::server::http_response;
 use crate::rooms::RoomTotals;
 use crate::store::StoreHealth;
@@ -30,6 +32,8 @@ pub struct WorkerSnapshot {
 pub struct Snapshot {
     /// All workers' event-loop counters, summed.
     pub net: Totals,
+    /// The rooms with the most members (as of the last second), largest first.
+    pub top_rooms: Vec<(crate::engine::Name, u64)>,
     pub started: Instant,
     pub now: Instant,
     pub rooms: u64,
@@ -71,6 +75,80 @@ fn json_map<K: std::fmt::Display>(pairs: impl Iterator<Item = (K, u64)>) -> Stri
         .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.to_string())))
         .collect();
     format!("{{{}}}", items.join(","))
+}
+
+/// A counter family with one label.
+fn family(out: &mut String, name: &str, help: &str, label: &str, values: Vec<(String, u64)>) {
+    let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} counter");
+    for (value, count) in values {
+        let _ = writeln!(out, "roomcast_{name}{{{label}=\"{value}\"}} {count}");
+    }
+}
+
+/// (reason label, count) for every disconnect reason.
+fn disconnects(n: &Totals) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    Disconnect::ALL
+        .iter()
+        .map(|d| (d.label(), n.disconnects.get(*d as usize).copied().unwrap_or(0)))
+}
+
+/// A histogram in the text exposition format: cumulative `_bucket`s with
+/// `le` labels, then `_sum` and `_count`. `scale` turns the stored integer
+/// unit into the metric's (1e9 for nanoseconds into seconds).
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramTotals, scale: f64) {
+    let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} histogram");
+    let mut cumulative = 0;
+    for (bound, n) in h.bounds.iter().zip(&h.counts) {
+        cumulative += n;
+        let _ = writeln!(
+            out,
+            "roomcast_{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / scale
+        );
+    }
+    let count = h.count();
+    let _ = writeln!(out, "roomcast_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "roomcast_{name}_sum {}", h.sum as f64 / scale);
+    let _ = writeln!(out, "roomcast_{name}_count {count}");
+}
+
+fn process_metrics(out: &mut String) {
+    let Some(p) = process::read() else { return };
+    let mut gauge = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    gauge(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds.to_string(),
+    );
+    gauge(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        p.resident_bytes.to_string(),
+    );
+    gauge(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        p.open_fds.to_string(),
+    );
+    if let Some(max) = p.max_fds {
+        gauge(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max.to_string(),
+        );
+    }
+    gauge(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds.to_string(),
+    );
 }
 
 fn store_json(h: &StoreHealth) -> String {
@@ -143,6 +221,8 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
             "\"handshake_timeouts\":{},\"rejected_full\":{},\"handshake_failures\":{},",
             "\"protocol_errors_by_code\":{},\"limits\":{},\"not_authorized\":{},\"token_refreshes\":{},",
             "\"unavailable\":{},\"deferred_commands\":{},\"store\":{},",
+            "\"send_queue_bytes\":{},\"send_queue_bytes_peak\":{},\"rooms_loaded\":{},",
+            "\"disconnects\":{},\"top_rooms\":[{}],\"rejected\":{},",
             "\"heap_bytes\":{},\"uptime_seconds\":{},\"workers\":[{}]}}"
         ),
         n.connections_total,
@@ -171,6 +251,19 @@ pub fn stats(s: &Snapshot) -> Vec<u8> {
         c.unavailable,
         c.deferred,
         store_json(&s.store),
+        n.queued_bytes,
+        n.queued_bytes_peak,
+        c.rooms_loaded,
+        json_map(disconnects(n)),
+        s.top_rooms
+            .iter()
+            .map(|(room, members)| format!(
+                "{{\"room\":{},\"members\":{members}}}",
+                serde_json::Value::from(&**room)
+            ))
+            .collect::<Vec<_>>()
+            .join(","),
+        c.rejected,
         s.heap_bytes.map_or("null".to_owned(), |b| b.to_string()),
         s.now.duration_since(s.started).as_secs(),
         workers_json(&s.workers),
@@ -279,6 +372,18 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         n.rejected_full.to_string(),
     );
     metric(
+        "send_queue_bytes",
+        "gauge",
+        "Bytes waiting in send queues.",
+        n.queued_bytes.to_string(),
+    );
+    metric(
+        "send_queue_bytes_peak",
+        "gauge",
+        "The most bytes each worker's send queues held at once, summed over workers.",
+        n.queued_bytes_peak.to_string(),
+    );
+    metric(
         "heap_bytes",
         "gauge",
         "Live heap bytes.",
@@ -295,13 +400,8 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
     for (reason, count) in &n.handshake_failures {
         let _ = writeln!(out, "roomcast_handshake_failures_total{{reason=\"{reason}\"}} {count}");
     }
-    let mut family = |name: &str, help: &str, label: &str, values: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} counter");
-        for (value, count) in values {
-            let _ = writeln!(out, "roomcast_{name}{{{label}=\"{value}\"}} {count}");
-        }
-    };
     family(
+        &mut out,
         "protocol_errors_by_code_total",
         "Connections failed for protocol errors, by close code.",
         "code",
@@ -311,6 +411,7 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
             .collect(),
     );
     family(
+        &mut out,
         "limit_hits_total",
         "Times each abuse limit refused a connection, message or command.",
         "limit",
@@ -347,6 +448,45 @@ pub fn metrics(s: &Snapshot) -> Vec<u8> {
         u8::from(s.store.degraded.is_some())
     );
     type PerWorker = (&'static str, &'static str, &'static str, fn(&WorkerSnapshot) -> u64);
+    family(
+        &mut out,
+        "disconnects_total",
+        "WebSocket connections ended, by reason.",
+        "reason",
+        disconnects(n).map(|(k, v)| (k.to_owned(), v)).collect(),
+    );
+    histogram(
+        &mut out,
+        "ping_rtt_seconds",
+        "Ping-to-pong round trips of heartbeats.",
+        &n.ping_rtt,
+        1e9,
+    );
+    histogram(
+        &mut out,
+        "publish_enqueue_seconds",
+        "From a room message being numbered to its being queued for a worker's members.",
+        &s.counters.enqueue,
+        1e9,
+    );
+    histogram(
+        &mut out,
+        "fanout_recipients",
+        "Members one room message reached on one worker.",
+        &s.counters.fanout,
+        1.0,
+    );
+    let _ = write!(
+        out,
+        concat!(
+            "# HELP roomcast_rejected_total Messages refused by the embedding program's hooks.\n",
+            "# TYPE roomcast_rejected_total counter\nroomcast_rejected_total {}\n",
+            "# HELP roomcast_rooms_loaded Rooms held in memory (with members, or being loaded).\n",
+            "# TYPE roomcast_rooms_loaded gauge\nroomcast_rooms_loaded {}\n",
+        ),
+        s.counters.rejected, s.counters.rooms_loaded
+    );
+    process_metrics(&mut out);
     let per_worker: [PerWorker; 6] = [
         (
             "worker_connections_active",

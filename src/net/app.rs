@@ -258,13 +258,16 @@ impl<S> Ctx<'_, S> {
                 }
                 OverflowPolicy::Close => {
                     conn.doomed = true;
+                    conn.shed = true;
                     self.stats.slow_consumer_closes.inc();
                     self.closing.push((id, CloseCode::POLICY, "slow consumer"));
                     Sent::Closed
                 }
             };
         }
+        let before = conn.out.len_bytes();
         conn.out.push(chunk);
+        self.stats.queued(conn.out.len_bytes() - before);
         self.stats.messages_out.inc();
         if !conn.dirty {
             conn.dirty = true;

@@ -2,6 +2,7 @@
 
 use super::heartbeat::Heartbeat;
 use super::id::ConnId;
+use super::metrics::Disconnect;
 use super::rate::TokenBucket;
 use super::send_queue::SendQueue;
 use super::transport::Transport;
@@ -47,6 +48,11 @@ pub struct Conn<S> {
     pub app_paused: bool,
     /// Output held back by the application (`Ctx::hold_output`).
     pub held: bool,
+    /// Closing as a slow consumer: its unsent frames are dropped so the
+    /// close frame goes out next (and their memory is freed at once).
+    pub shed: bool,
+    /// Why the server is ending it, once it knows (for the metrics).
+    pub cause: Option<Disconnect>,
     /// Our write side has been shut down.
     pub shut: bool,
     /// A close is pending (policy or application); no more sends.
@@ -71,6 +77,8 @@ impl<S> Conn<S> {
             read_paused: false,
             app_paused: false,
             held: false,
+            shed: false,
+            cause: None,
             shut: false,
             doomed: false,
             dropped: 0,

@@ -41,6 +41,11 @@ impl Heartbeat {
     }
 
     /// Records a frame from the peer; `data` for text/binary messages.
+    /// The round trip of the ping outstanding, if any (for a pong heard now).
+    pub fn round_trip(&self, now: Instant) -> Option<Duration> {
+        self.ping_sent.map(|sent| now.saturating_duration_since(sent))
+    }
+
     pub fn heard(&mut self, now: Instant, data: bool) {
         self.last_heard = now;
         self.ping_sent = None;

@@ -9,6 +9,9 @@ use mio::Waker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+/// Larger empty queues are given back by `shrink_idle`.
+pub const IDLE_CAPACITY: usize = 64;
+
 #[derive(Debug)]
 pub struct Mailbox<T> {
     queue: Mutex<Vec<T>>,
@@ -86,6 +89,15 @@ impl<T> Mailbox<T> {
         } else {
             self.parked.store(false, Ordering::SeqCst);
             false
+        }
+    }
+
+    /// Gives back the queue's memory if it is empty and large (after a
+    /// burst: the queue keeps the capacity of the largest batch otherwise).
+    pub fn shrink_idle(&self) {
+        let mut queue = self.queue();
+        if queue.is_empty() && queue.capacity() > IDLE_CAPACITY {
+            *queue = Vec::new();
         }
     }
 

@@ -7,6 +7,7 @@ mod conn;
 pub mod heartbeat;
 pub mod id;
 pub mod mailbox;
+pub mod metrics;
 mod per_ip;
 pub mod rate;
 pub mod send_queue;

@@ -84,6 +84,15 @@ impl SendQueue {
         Ok(total)
     }
 
+    /// Drops every frame not yet started (a frame partly written must be
+    /// finished: the peer is inside it). Returns the bytes dropped.
+    pub fn drop_unsent(&mut self) -> usize {
+        let keep = usize::from(self.written > 0).min(self.chunks.len());
+        let dropped: usize = self.chunks.drain(keep..).map(|c| c.bytes().len()).sum();
+        self.queued -= dropped;
+        dropped
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
@@ -151,6 +160,26 @@ mod tests {
         w.calls_left = 100;
         q.write_to(&mut w).unwrap();
         assert_eq!(w.got, b"hello shared world");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn dropping_unsent_frames_keeps_the_one_in_progress() {
+        let mut q = SendQueue::default();
+        for part in [&b"first "[..], b"second ", b"third"] {
+            q.push(Chunk::Owned(part.to_vec()));
+        }
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 3,
+            calls_left: 1,
+        };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(q.drop_unsent(), 12, "second and third were not started");
+        w.calls_left = 10;
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.got, b"first ", "the frame in progress is finished");
+        assert_eq!(q.drop_unsent(), 0);
         assert!(q.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use super::conn::{Conn, Phase, lookup};
 use super::heartbeat::{Action, Heartbeat, Policy};
 use super::id::{ConnId, Generations, LISTENER};
 use super::mailbox::Mailbox;
+use super::metrics::Disconnect;
 use super::per_ip;
 use super::rate::{TokenBucket, Verdict};
 use super::send_queue::Chunk;
@@ -329,7 +330,9 @@ impl<A: App> Server<A> {
     /// pongs and close frames are never dropped.
     fn push_control(&mut self, id: ConnId, bytes: Vec<u8>) {
         if let Some(conn) = self.conn(id) {
+            let len = bytes.len();
             conn.out.push(Chunk::Owned(bytes));
+            self.stats.queued(len);
             self.mark_dirty(id);
         }
     }
@@ -599,6 +602,9 @@ impl<A: App> Server<A> {
                 }
             };
             if let (Some(heartbeat), Some(event)) = (heartbeat, &event) {
+                if let (Event::Pong(_), Some(rtt)) = (event, heartbeat.round_trip(now)) {
+                    self.stats.ping_rtt.observe(rtt.as_nanos() as u64);
+                }
                 heartbeat.heard(now, matches!(event, Event::Text(_) | Event::Binary(_)));
             }
             let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
@@ -670,10 +676,21 @@ impl<A: App> Server<A> {
 
     /// Closes what the application (or an overflow) asked to close.
     fn finish_closing(&mut self, now: Instant) {
+        let draining = self.drain_deadline.is_some();
         while let Some((id, code, reason)) = self.closing.pop() {
-            if let Some(conn) = self.conn(id)
-                && let Phase::Open { ws, .. } = &mut conn.phase
+            if let Some(conn) = lookup(&mut self.conns, id)
+                && matches!(conn.phase, Phase::Open { .. })
             {
+                conn.cause
+                    .get_or_insert(Disconnect::from_local(code.0, reason, draining));
+                if conn.shed {
+                    // Nothing queued will be read in time: the close goes next.
+                    let dropped = conn.out.drop_unsent();
+                    self.stats.queued_bytes.sub(dropped as u64);
+                }
+                let Phase::Open { ws, .. } = &mut conn.phase else {
+                    continue;
+                };
                 ws.close(code, reason);
                 let output = ws.take_output();
                 self.push_control(id, output);
@@ -695,6 +712,13 @@ impl<A: App> Server<A> {
         conn.doomed = true;
         // Whatever the application held back goes out with the close.
         conn.held = false;
+        let why = match reason {
+            CloseReason::Peer(code) => Disconnect::from_peer(code.map(|c| c.0)),
+            CloseReason::ProtocolError(_) => Disconnect::ProtocolError,
+            CloseReason::Abnormal => conn.cause.unwrap_or(Disconnect::ConnectionLost),
+            CloseReason::Local(code) => conn.cause.unwrap_or(Disconnect::from_local(code.0, "", false)),
+        };
+        self.stats.disconnects.inc(why);
         self.stats.connections_active.sub(1);
         self.set_deadline(id, now + self.config.close_timeout);
         self.mark_dirty(id);
@@ -713,6 +737,7 @@ impl<A: App> Server<A> {
             return;
         }
         let mut conn = self.conns.remove(id.index as usize);
+        self.stats.queued_bytes.sub(conn.out.len_bytes() as u64);
         self.shared.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("deregister {}: {e}", conn.peer);
@@ -734,13 +759,17 @@ impl<A: App> Server<A> {
     /// when a backed-up queue drains; shuts down a draining connection.
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
-        let Some(conn) = self.conn(id) else { return };
+        let (conns, stats) = (&mut self.conns, &self.stats);
+        let Some(conn) = lookup(conns, id) else { return };
         if conn.held {
             return;
         }
         // A draining TLS connection sends close_notify after its last bytes.
         let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
-        let written = match conn.socket.write_queue(&mut conn.out, close) {
+        let queued = conn.out.len_bytes();
+        let result = conn.socket.write_queue(&mut conn.out, close);
+        stats.queued_bytes.sub((queued - conn.out.len_bytes()) as u64);
+        let written = match result {
             Ok(n) => n,
             Err(e) => {
                 debug!("write to {}: {e}", conn.peer);
@@ -841,6 +870,7 @@ impl<A: App> Server<A> {
                 }
                 Action::Dead => {
                     debug!("no pong from {}; dropping", conn.peer);
+                    conn.cause = Some(Disconnect::DeadPeer);
                     self.stats.dead_peers.inc();
                     self.remove(id, now);
                 }

@@ -5,6 +5,7 @@
 //! and store is enough to update it (a plain `mov` on x86-64: no locked
 //! instruction on the per-message path), and any thread may read it.
 
+use super::metrics::{Disconnects, Histogram, HistogramTotals, RTT_NS};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,6 +33,14 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
+    /// Raises the value to `v` if it is lower (a high-water mark).
+    #[inline]
+    pub fn max(&self, v: u64) {
+        if v > self.0.load(Relaxed) {
+            self.0.store(v, Relaxed);
+        }
+    }
+
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -51,6 +60,10 @@ macro_rules! counters {
             pub protocol_error_codes: Mutex<BTreeMap<u16, u64>>,
             /// Handshakes rejected, by reason. Rare: a mutex.
             pub handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
+            /// WebSocket connections ended, by reason.
+            pub disconnects: Disconnects,
+            /// Ping-to-pong round trips (ns).
+            pub ping_rtt: Histogram,
         }
 
         /// The counters of one or more workers, read at one moment.
@@ -59,6 +72,9 @@ macro_rules! counters {
             $(pub $name: u64,)*
             pub protocol_error_codes: BTreeMap<u16, u64>,
             pub handshake_failures: BTreeMap<&'static str, u64>,
+            /// By `Disconnect as usize`.
+            pub disconnects: Vec<u64>,
+            pub ping_rtt: HistogramTotals,
         }
 
         impl Stats {
@@ -68,6 +84,8 @@ macro_rules! counters {
                     $($name: Counter::default(),)*
                     protocol_error_codes: Mutex::default(),
                     handshake_failures: Mutex::default(),
+                    disconnects: Disconnects::default(),
+                    ping_rtt: Histogram::new(RTT_NS),
                 }
             }
 
@@ -77,6 +95,8 @@ macro_rules! counters {
                     $($name: self.$name.get(),)*
                     protocol_error_codes: lock(&self.protocol_error_codes).clone(),
                     handshake_failures: lock(&self.handshake_failures).clone(),
+                    disconnects: self.disconnects.totals(),
+                    ping_rtt: self.ping_rtt.totals(),
                 }
             }
         }
@@ -91,6 +111,11 @@ macro_rules! counters {
                 for (k, v) in &other.handshake_failures {
                     *self.handshake_failures.entry(k).or_default() += v;
                 }
+                self.disconnects.resize(other.disconnects.len().max(self.disconnects.len()), 0);
+                for (a, b) in self.disconnects.iter_mut().zip(&other.disconnects) {
+                    *a += b;
+                }
+                self.ping_rtt.add(&other.ping_rtt);
             }
         }
     };
@@ -123,6 +148,11 @@ counters! {
     rejected_handshake_rate,
     /// Connections closed for sending pings beyond `ping_rate`.
     ping_flood_closes,
+    /// Bytes waiting in send queues now (a gauge).
+    queued_bytes,
+    /// The most `queued_bytes` has been (a high-water mark; summed over
+    /// workers it bounds the process's peak).
+    queued_bytes_peak,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,6 +162,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Stats {
     pub fn handshake_failed(&self, reason: &'static str) {
         *lock(&self.handshake_failures).entry(reason).or_default() += 1;
+    }
+
+    /// `n` bytes joined a send queue.
+    #[inline]
+    pub fn queued(&self, n: usize) {
+        self.queued_bytes.add(n as u64);
+        self.queued_bytes_peak.max(self.queued_bytes.get());
     }
 
     pub fn protocol_error(&self, code: u16) {

@@ -6,12 +6,25 @@
 
 use super::session::{DEFER_PAUSE, Session, SessionAuth};
 use super::wire::{self, Command, CommandError, ErrorCode, Event};
-use super::{Dialect, Rooms, expiry_deadline, names};
+use super::{Dialect, Publish, Rooms, expiry_deadline, names};
 use crate::engine::{Key, Lane, Name, Request, Since, Ticket};
 use crate::net::{ConnId, Ctx, Outgoing};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::sync::Arc;
+
+/// Why a command is refused here.
+struct Refusal {
+    code: ErrorCode,
+    /// The hooks' reason, when they refused it.
+    reason: Option<String>,
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Self {
+        Refusal { code, reason: None }
+    }
+}
 
 fn message_for(code: ErrorCode) -> &'static str {
     match code {
@@ -100,25 +113,57 @@ impl Rooms {
                 return None;
             }
         };
-        if let Err(code) = self.check(ctx, id, &request.command) {
-            if ctx.state(id).is_some_and(|s| s.pending > 0) {
-                return Some(request);
+        let replacement = match self.check(ctx, id, &request.command) {
+            Ok(replacement) => replacement,
+            Err(refusal) => {
+                if ctx.state(id).is_some_and(|s| s.pending > 0) {
+                    return Some(request);
+                }
+                match refusal.code {
+                    ErrorCode::NotAuthorized => self.counters.not_authorized.inc(),
+                    ErrorCode::TooManyRooms => self.counters.too_many_rooms.inc(),
+                    ErrorCode::Rejected => self.counters.rejected.inc(),
+                    _ => {}
+                }
+                let message = refusal.reason.unwrap_or_else(|| message_for(refusal.code).to_owned());
+                Self::error(ctx, id, &CommandError::new(request.id, refusal.code, message));
+                return None;
             }
-            match code {
-                ErrorCode::NotAuthorized => self.counters.not_authorized.inc(),
-                ErrorCode::TooManyRooms => self.counters.too_many_rooms.inc(),
-                _ => {}
-            }
-            let err = CommandError::new(request.id, code, message_for(code));
-            Self::error(ctx, id, &err);
-            return None;
-        }
-        self.act(ctx, id, request, lane);
+        };
+        self.act(ctx, id, request, lane, replacement);
         None
     }
 
-    /// Everything that can refuse a command, with no side effect.
-    fn check(&self, ctx: &mut Ctx<'_, Session>, id: ConnId, command: &Command) -> Result<(), ErrorCode> {
+    /// Everything that can refuse a command, with no side effect; for a
+    /// broadcast, the content the hooks put in its place, if any.
+    fn check(&self, ctx: &mut Ctx<'_, Session>, id: ConnId, command: &Command) -> Result<Option<Value>, Refusal> {
+        self.builtin_checks(ctx, id, command).map_err(Refusal::from)?;
+        let (Some(hooks), Some(session)) = (&self.hooks, ctx.state(id)) else {
+            return Ok(None);
+        };
+        let refuse = |code, reason| Refusal {
+            code,
+            reason: Some(reason),
+        };
+        match command {
+            Command::Join { room, .. } if !session.in_room(room) => hooks
+                .authorize_join(&session.user, room)
+                .map(|()| None)
+                .map_err(|reason| refuse(ErrorCode::NotAuthorized, reason)),
+            Command::Broadcast { room, content } => match hooks.on_publish(&session.user, room, content) {
+                Publish::Keep => Ok(None),
+                Publish::Replace(content) => {
+                    self.check_size(&content).map_err(Refusal::from)?;
+                    Ok(Some(content))
+                }
+                Publish::Reject(reason) => Err(refuse(ErrorCode::Rejected, reason)),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// The room server's own rules: names, membership, grants, sizes.
+    fn builtin_checks(&self, ctx: &mut Ctx<'_, Session>, id: ConnId, command: &Command) -> Result<(), ErrorCode> {
         let max_rooms = self.config.max_rooms_per_connection;
         let Some(session) = ctx.state(id) else { return Ok(()) };
         let member = |room: &str| {
@@ -163,8 +208,15 @@ impl Rooms {
         }
     }
 
-    /// Carries out a checked command.
-    fn act(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, request: wire::Request, lane: Option<Lane>) {
+    /// Carries out a checked command (with the hooks' replacement content).
+    fn act(
+        &mut self,
+        ctx: &mut Ctx<'_, Session>,
+        id: ConnId,
+        request: wire::Request,
+        lane: Option<Lane>,
+        replacement: Option<Value>,
+    ) {
         let req_id = request.id;
         let Some(session) = ctx.state(id) else { return };
         let user = session.user.clone();
@@ -188,7 +240,7 @@ impl Rooms {
             Command::Broadcast { room, content } => Request::Publish {
                 room: room.into(),
                 user,
-                content,
+                content: replacement.unwrap_or(content),
                 // Always answered, so a failure is an `error` even without
                 // an `id`; success gets an `ack` only with one.
                 ticket: Some(ticket(req_id)),

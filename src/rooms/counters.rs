@@ -2,31 +2,55 @@
 //! see `net::Counter`), summed for `/stats` and `/metrics`.
 
 use crate::net::Counter;
+use crate::net::metrics::{ENQUEUE_NS, FANOUT, Histogram, HistogramTotals};
 
 /// Defines the counters once, live and summed.
 macro_rules! room_counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
         /// One worker's room counters.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct RoomCounters {
             $($(#[$doc])* pub $name: Counter,)*
+            /// From a message being numbered to its being queued for this
+            /// worker's members (ns).
+            pub enqueue: Histogram,
+            /// Members one message reached on this worker.
+            pub fanout: Histogram,
+        }
+
+        impl Default for RoomCounters {
+            fn default() -> Self {
+                RoomCounters {
+                    $($name: Counter::default(),)*
+                    enqueue: Histogram::new(ENQUEUE_NS),
+                    fanout: Histogram::new(FANOUT),
+                }
+            }
         }
 
         /// Room counters read at one moment, of one or more workers.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
         pub struct RoomTotals {
             $($(#[$doc])* pub $name: u64,)*
+            pub enqueue: HistogramTotals,
+            pub fanout: HistogramTotals,
         }
 
         impl RoomCounters {
             pub fn totals(&self) -> RoomTotals {
-                RoomTotals { $($name: self.$name.get(),)* }
+                RoomTotals {
+                    $($name: self.$name.get(),)*
+                    enqueue: self.enqueue.totals(),
+                    fanout: self.fanout.totals(),
+                }
             }
         }
 
         impl RoomTotals {
             pub fn add(&mut self, other: &RoomTotals) {
                 $(self.$name += other.$name;)*
+                self.enqueue.add(&other.enqueue);
+                self.fanout.add(&other.fanout);
             }
         }
     };
@@ -51,6 +75,11 @@ room_counters! {
     members,
     /// Rooms with members among those this worker owns (a gauge).
     rooms,
+    /// Rooms this worker owns that are held in memory: with members, or
+    /// waiting for the store (a gauge).
+    rooms_loaded,
     /// Commands held back to keep a connection's replies in order.
     deferred,
+    /// Messages refused by the embedding program's hooks.
+    rejected,
 }

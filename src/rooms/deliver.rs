@@ -250,6 +250,7 @@ impl Rooms {
         };
         let skip = event.skip.filter(|s| s.worker == self.worker).map(|s| s.id);
         let mut cache: [Option<Option<&Outgoing>>; 3] = [None; 3];
+        let mut reached = 0;
         for &(member, dialect) in local.members() {
             if Some(member) == skip {
                 continue;
@@ -257,7 +258,13 @@ impl Rooms {
             let out = *cache[dialect.index()].get_or_insert_with(|| prepared(event, dialect));
             if let Some(out) = out {
                 ctx.send_outgoing(member, out);
+                reached += 1;
             }
+        }
+        if let EventKind::Message(_) = event.kind {
+            self.counters.fanout.observe(reached);
+            let waited = std::time::Instant::now().saturating_duration_since(event.at);
+            self.counters.enqueue.observe(waited.as_nanos() as u64);
         }
     }
 }

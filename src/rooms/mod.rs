@@ -11,6 +11,7 @@
 mod commands;
 pub mod counters;
 mod deliver;
+pub mod hooks;
 pub mod local;
 pub mod names;
 pub mod session;
@@ -19,6 +20,7 @@ pub mod wire;
 /// Token buckets live in the I/O layer, which limits pings and handshakes with them too.
 pub use crate::net::rate;
 pub use counters::{RoomCounters, RoomTotals};
+pub use hooks::{Hooks, Publish};
 pub use local::Dialect;
 
 use crate::auth::{Authenticator, Identity};
@@ -89,6 +91,8 @@ impl RoomConfig {
 /// for `/stats` and `/metrics`, and the store's health.
 pub struct Registry {
     workers: Vec<Arc<RoomCounters>>,
+    /// Each worker's biggest owned rooms, refreshed once a second.
+    top_rooms: Vec<Mutex<Vec<(Name, u64)>>>,
     /// (time, messages in, messages out) at the previous `/stats` snapshot.
     last_sample: Mutex<Option<(Instant, u64, u64)>>,
     store_health: Box<dyn Fn() -> StoreHealth + Send + Sync>,
@@ -106,6 +110,7 @@ impl Registry {
     fn new(workers: usize, store_health: Box<dyn Fn() -> StoreHealth + Send + Sync>) -> Arc<Self> {
         Arc::new(Registry {
             workers: (0..workers).map(|_| Arc::default()).collect(),
+            top_rooms: (0..workers).map(|_| Mutex::default()).collect(),
             last_sample: Mutex::new(None),
             store_health,
         })
@@ -138,8 +143,16 @@ impl Registry {
                 totals.messages_out.saturating_sub(out0) as f64 / secs,
             )
         };
+        let mut top_rooms: Vec<(Name, u64)> = self
+            .top_rooms
+            .iter()
+            .flat_map(|t| t.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect();
+        top_rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top_rooms.truncate(TOP_ROOMS);
         Snapshot {
             net: totals,
+            top_rooms,
             started: net.started(),
             now,
             rooms: counters.rooms,
@@ -198,6 +211,7 @@ pub struct RoomServer {
     /// Room state in Redis, shared with other nodes (`--redis`); `store`
     /// is then not used.
     pub redis: Option<RedisConfig>,
+    pub hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl RoomServer {
@@ -210,11 +224,18 @@ impl RoomServer {
             accept: AcceptMode::default(),
             store: StoreKind::Memory,
             redis: None,
+            hooks: None,
         }
     }
 
     pub fn redis(mut self, redis: Option<RedisConfig>) -> Self {
         self.redis = redis;
+        self
+    }
+
+    /// Lets `hooks` decide about joins and messages (see [`Hooks`]).
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Some(Arc::new(hooks));
         self
     }
 
@@ -291,7 +312,9 @@ impl RoomServer {
             .enumerate()
             .map(|(i, store)| {
                 let engine = MemoryEngine::new(hub.clone(), i, engine, store);
-                Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone())
+                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone());
+                rooms.hooks = self.hooks.clone();
+                rooms
             })
             .collect();
         let mut runtime = plan.spawn(apps)?;
@@ -317,13 +340,10 @@ impl RoomServer {
         let auth = Arc::new(self.auth);
         let apps = (0..n)
             .map(|i| {
-                Rooms::new(
-                    i,
-                    self.rooms.clone(),
-                    auth.clone(),
-                    Box::new(node.engine(i)),
-                    registry.clone(),
-                )
+                let engine = Box::new(node.engine(i));
+                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), engine, registry.clone());
+                rooms.hooks = self.hooks.clone();
+                rooms
             })
             .collect();
         let mut runtime = plan.spawn(apps)?;
@@ -356,6 +376,7 @@ pub struct Rooms {
     counters: Arc<RoomCounters>,
     registry: Arc<Registry>,
     next_tick: Instant,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 fn now_ms() -> u64 {
@@ -366,6 +387,8 @@ fn now_ms() -> u64 {
 
 /// How often the engine's housekeeping (retention, idle rooms) runs.
 const TICK: Duration = Duration::from_secs(1);
+/// Rooms listed in `/stats` `top_rooms`.
+const TOP_ROOMS: usize = 10;
 
 impl Rooms {
     pub fn new(
@@ -388,6 +411,7 @@ impl Rooms {
             counters: registry.workers[worker].clone(),
             registry,
             next_tick: Instant::now() + TICK,
+            hooks: None,
         }
     }
 
@@ -454,10 +478,15 @@ impl Rooms {
 
     /// Keeps the gauges `/stats` reads from other workers current.
     fn publish_gauges(&self) {
-        let rooms = self.engine.counts().rooms as u64;
-        let current = self.counters.rooms.get();
-        if rooms != current {
-            self.counters.rooms.add(rooms.wrapping_sub(current));
+        let counts = self.engine.counts();
+        for (gauge, now) in [
+            (&self.counters.rooms, counts.rooms as u64),
+            (&self.counters.rooms_loaded, counts.rooms_loaded as u64),
+        ] {
+            let current = gauge.get();
+            if now != current {
+                gauge.add(now.wrapping_sub(current));
+            }
         }
     }
 }
@@ -542,6 +571,12 @@ impl App for Rooms {
             };
             (user, None)
         };
+        if let (Some(hooks), Some(room)) = (&self.hooks, &auto_join)
+            && let Err(reason) = hooks.authorize_join(&user, room)
+        {
+            warn!("{user} from {peer} may not join {room}: {reason}");
+            return Route::Reject(Rejection::new(403, "not authorized for this room"));
+        }
         Route::Upgrade(Session::new(user.into(), dialect, auto_join, auth))
     }
 
@@ -554,6 +589,9 @@ impl App for Rooms {
         if let Some(at) = session.auth.as_ref().and_then(|a| a.deadline) {
             self.expiries.push(Reverse((at, id)));
             self.timed_sessions += 1;
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.on_connect(&user, id.token().0 as u64);
         }
         if dialect == Dialect::Json {
             let conns = self.users.entry(user.clone()).or_default();
@@ -617,7 +655,16 @@ impl App for Rooms {
                 if text.len() > self.config.max_content_size {
                     return;
                 }
-                self.publish(id, room, user, Value::String(text));
+                let mut content = Value::String(text);
+                match self.hooks.as_ref().map(|h| h.on_publish(&user, &room, &content)) {
+                    None | Some(Publish::Keep) => {}
+                    Some(Publish::Replace(v)) => content = v,
+                    Some(Publish::Reject(_)) => {
+                        self.counters.rejected.inc();
+                        return;
+                    }
+                }
+                self.publish(id, room, user, content);
             }
             (_, MessageKind::Binary) => {
                 let Some(room) = home else { return };
@@ -637,6 +684,9 @@ impl App for Rooms {
                     ctx.state(*id).and_then(|s| s.auth.as_ref()).and_then(|a| a.deadline) == Some(*at)
                 });
             }
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.on_disconnect(&session.user, id.token().0 as u64);
         }
         let member = Self::member(id, &session);
         for room in &session.rooms {
@@ -683,6 +733,20 @@ impl App for Rooms {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             self.engine.tick(now_ms());
+            let top = self.engine.top_rooms(TOP_ROOMS);
+            *self.registry.top_rooms[self.worker]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = top;
+            // Give back what a burst or a crowd left behind.
+            if self.work.is_empty() && self.work.capacity() > 64 {
+                self.work = Vec::new();
+            }
+            if self.local.capacity() > 1024 && self.local.len() < self.local.capacity() / 4 {
+                self.local.shrink_to_fit();
+            }
+            if self.users.capacity() > 1024 && self.users.len() < self.users.capacity() / 4 {
+                self.users.shrink_to_fit();
+            }
         }
         self.pump(ctx);
     }

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// Shared room state (the store, Redis) cannot be reached right now.
     Unavailable,
+    /// Refused by the embedding program (`Hooks::on_publish`).
+    Rejected,
 }
 
 impl ErrorCode {
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::UserOffline => "user_offline",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Rejected => "rejected",
         }
     }
 }

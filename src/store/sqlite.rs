@@ -161,6 +161,11 @@ impl Sqlite {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| format!("{}: {e}", config.path.display()))?;
+        // A first read opens the WAL and its index now, not mid-run: the
+        // process's descriptors are all there from the start.
+        reader
+            .query_row("SELECT count(*) FROM rooms", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| format!("{}: {e}", config.path.display()))?;
         let shared = Arc::new(Shared {
             durable: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             health: Mutex::default(),
