@@ -27,6 +27,9 @@ packages=()
 [ -f autobahn/tls.sh ] && packages+=(socat openssl)
 # tests/browser: Debian's Chromium, driven by Playwright from a venv.
 [ -f tests/browser/run.sh ] && packages+=(chromium openssl python3 python3-venv)
+# tests/redis_*.rs start their own redis-server processes (Debian's, 7.0 on
+# bookworm; any Redis 6 or newer will do).
+[ -f tests/redis_nodes.rs ] && packages+=(redis-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -64,6 +64,20 @@ fn main() -> ExitCode {
                      before exposing this server (README \"Security\")."
                 );
             }
+            let redis = match args.redis.config() {
+                Ok(redis) => redis,
+                Err(e) => {
+                    log::error!("redis configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(redis) = &redis {
+                let urls: Vec<String> = redis.urls.iter().map(ToString::to_string).collect();
+                log::info!(
+                    "room state and history in Redis ({}); --store is not used",
+                    urls.join(", ")
+                );
+            }
             let room_config = args.room_config();
             let (workers, mode, store) = (args.server.workers(), args.server.accept_mode(), args.store());
             serve(&args.server, |config| {
@@ -72,6 +86,7 @@ fn main() -> ExitCode {
                     .workers(workers)
                     .accept(mode)
                     .store(store)
+                    .redis(redis)
                     .start()
             })
         }

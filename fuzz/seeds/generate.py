@@ -138,6 +138,16 @@ SEEDS = {
         "records-binary-over-limit": stream(0, 0x27, records(deflate(bytes(300))[0], text=False)),
         "records-empty": stream(0, 0x2F, records(b"")),
     },
+    # What a Redis server sends the Redis engine (RESP3), raw.
+    "resp": {
+        "hello-map": b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*0\r\n",
+        "subscribe-and-message": b">3\r\n$9\r\nsubscribe\r\n$9\r\nrc:0:r:lo\r\n:1\r\n"
+        b">3\r\n$7\r\nmessage\r\n$9\r\nrc:0:r:lo\r\n$16\r\n1 e m - {\"seq\":1}\r\n",
+        "join-reply": b"*7\r\n:4\r\n:5\r\n:2\r\n$16\r\n0123456789abcdef\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n:1\r\n"
+        b"*1\r\n$45\r\n{\"seq\":2,\"ts\":9,\"user\":\"a\",\"content\":null}\r\n",
+        "scalars": b"+OK\r\n-NOSCRIPT No matching script\r\n:-1\r\n$-1\r\n_\r\n#f\r\n,3.14\r\n(12345678901234567890\r\n",
+        "verbatim-attribute-blob-error": b"=15\r\ntxt:run_id:abc\r\n|1\r\n+ttl\r\n:3\r\n+x\r\n!5\r\nERROR\r\n~1\r\n:7\r\n",
+    },
 }
 
 

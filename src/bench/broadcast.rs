@@ -202,6 +202,7 @@ pub fn run(config: &BroadcastConfig) -> io::Result<Report> {
     let publishers = config.publishers.max(1);
     let total = config.members + publishers;
     let mut driver = Driver::new(common.target.clone(), total, common.sources(total), true)?;
+    driver.spread_over(&common.spread);
     let window_limit = config.window.max(1);
     let interval = (config.rate > 0.0).then(|| (1e9 * publishers as f64 / config.rate).max(1.0) as u64);
     let mut b = Broadcast {

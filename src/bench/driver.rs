@@ -176,7 +176,8 @@ pub struct Driver {
     ready: Vec<(usize, bool, bool)>,
     read_buf: Box<[u8]>,
     io: Io,
-    target: Target,
+    /// The server (with several: connection k dials `addrs[k % len]`).
+    addrs: Vec<std::net::SocketAddr>,
     request: ClientRequest,
     sources: Sources,
     collect: bool,
@@ -209,7 +210,7 @@ impl Driver {
                 open: 0,
                 counters: Counters::default(),
             },
-            target,
+            addrs: vec![target.addr],
             request,
             sources,
             collect,
@@ -219,6 +220,11 @@ impl Driver {
             last_open: None,
             handshake_latency: Histogram::new(),
         })
+    }
+
+    /// Spreads the connections over these servers too, in turn.
+    pub fn spread_over(&mut self, more: &[Target]) {
+        self.addrs.extend(more.iter().map(|t| t.addr));
     }
 
     pub fn io(&mut self) -> &mut Io {
@@ -324,7 +330,8 @@ impl Driver {
             frames: FrameReader::new(self.collect),
             started: Instant::now(),
         };
-        match connect(self.target.addr, self.sources.for_connection(id)) {
+        let addr = self.addrs[id % self.addrs.len()];
+        match connect(addr, self.sources.for_connection(id)) {
             Ok(mut stream) => {
                 self.poll
                     .registry()

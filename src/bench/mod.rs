@@ -59,6 +59,9 @@ pub struct Common {
     pub first_source: Option<std::net::Ipv4Addr>,
     /// Print progress lines as the run goes (the CLI does; tests do not).
     pub progress: bool,
+    /// `broadcast`: connection k goes to `[target] + spread` in turn (the
+    /// nodes of one cluster; docs/benchmarks.md "Several nodes on Redis").
+    pub spread: Vec<Target>,
 }
 
 impl Common {
@@ -73,6 +76,7 @@ impl Common {
             per_source_address: 10_000,
             first_source: None,
             progress: false,
+            spread: Vec::new(),
         }
     }
 

@@ -167,6 +167,10 @@ pub struct BroadcastArgs {
     /// Longest wait, in seconds, for missing deliveries after the window.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
+    /// Another node of the same cluster (repeatable): connections go to
+    /// --url and these in turn, publishers included.
+    #[arg(long, value_name = "URL")]
+    pub spread_url: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +211,7 @@ impl CommonArgs {
                 .transpose()
                 .map_err(|e| e.to_string())?,
             progress: true,
+            spread: Vec::new(),
         })
     }
 }
@@ -233,6 +238,9 @@ fn run_scenario(scenario: Scenario) -> Result<Outcome, String> {
                 ModeArg::Rooms => (Mode::Rooms, "ws://127.0.0.1:9001/ws"),
             };
             let mut common = a.common.common(default_url)?;
+            for url in &a.spread_url {
+                common.spread.push(Target::parse(url).map_err(|e| e.to_string())?);
+            }
             if mode == Mode::Rooms && !common.target.target.contains("username=") {
                 // One username for every connection: roomcast announces a
                 // user's first connection only, so N members cost no N² presence events.

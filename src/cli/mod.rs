@@ -6,6 +6,7 @@ pub mod config;
 
 use clap::{Args, Parser, ValueEnum};
 use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
+use roomcast::engine::redis::{RedisConfig, RedisUrl};
 use roomcast::net::{Config, OverflowPolicy, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
 use roomcast::protocol::deflate::DeflateConfig;
@@ -165,7 +166,47 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_demo: bool,
     #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Several nodes sharing rooms through Redis (README "Several nodes on Redis").
+#[derive(Args, Debug)]
+pub struct RedisArgs {
+    /// Share rooms, presence, history and users with other nodes through
+    /// this Redis server: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or
+    /// rediss:// for TLS. Repeat to shard rooms over several servers (every
+    /// node lists them in the same order). History then lives in Redis and
+    /// --store is not used.
+    #[arg(long = "redis", value_name = "URL")]
+    pub urls: Vec<RedisUrl>,
+    /// Seconds after which the other nodes remove the users of a node that
+    /// stopped beating (killed, cut off), with user_left; a node beats
+    /// every sixth of this.
+    #[arg(long, default_value_t = 15.0)]
+    pub redis_node_timeout: f64,
+    /// PEM file of CA certificates to trust for rediss:// besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// The Redis engine's settings, if `--redis` is given.
+    pub fn config(&self) -> Result<Option<RedisConfig>, String> {
+        if self.urls.is_empty() {
+            return Ok(None);
+        }
+        if self.redis_node_timeout.is_nan() || self.redis_node_timeout < 0.5 {
+            return Err("--redis-node-timeout must be at least 0.5 seconds".into());
+        }
+        let mut config = RedisConfig::new(self.urls.clone());
+        config.node_timeout = secs(self.redis_node_timeout);
+        if let Some(path) = &self.redis_ca {
+            config.ca = roomcast::client::load_ca_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(Some(config))
+    }
 }
 
 /// Authentication at the handshake (README "Security"). With none of the

@@ -16,6 +16,17 @@ use std::sync::Arc;
 pub trait Cluster {
     fn workers(&self) -> usize;
     fn engine(&mut self, worker: usize) -> &mut dyn Engine;
+
+    /// Whether some handle still waits for an answer to what it sent
+    /// (implementations that talk to a server): `settle` waits for it.
+    fn busy(&mut self) -> bool {
+        false
+    }
+
+    /// How long nothing may move before the work counts as settled.
+    fn quiet(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2)
+    }
 }
 
 /// What each worker has been given, in order.
@@ -69,14 +80,21 @@ pub fn settle(cluster: &mut dyn Cluster, log: &mut Log) {
             let mut out = Vec::new();
             engine.poll(&mut out);
             moved |= !out.is_empty();
+            assert!(
+                !out.iter().any(|d| matches!(d, Delivery::Reset { .. })),
+                "worker {w} was told to reset a room: {out:?}"
+            );
             log.per_worker[w].extend(out);
         }
-        if moved {
+        if moved || cluster.busy() {
             quiet_rounds = 0;
+            if !moved {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         } else {
             quiet_rounds += 1;
             // Implementations with threads of their own need a moment.
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(cluster.quiet());
         }
     }
 }
@@ -422,11 +440,112 @@ pub fn replies_in_lane_order(cluster: &mut dyn Cluster, room: &str) {
     assert_eq!(ids, (0..=10).collect::<Vec<_>>());
 }
 
-/// Every check, each on rooms of its own.
+/// Guarantees 2 and 3 under traffic: members join on every worker while
+/// a publisher keeps publishing. After its `Joined`, a joiner's worker is
+/// given exactly the messages after the joined position, each once, none
+/// at or before it; and the publisher's worker gets each `ack` (a `Done`
+/// with its `seq`) after its own copy of that message.
+pub fn join_position_under_traffic(cluster: &mut dyn Cluster, room: &str) {
+    let n = cluster.workers();
+    let mut log = new_log(cluster);
+    let room: Name = room.into();
+    let join = |c: u32| Request::Join {
+        room: room.clone(),
+        member: member(c, &format!("j{c}")),
+        since: None,
+        again: false,
+        ticket: ticket(c, 0),
+    };
+    send(cluster, &mut log, 0, join(1));
+    settle(cluster, &mut log);
+    const TOTAL: u64 = 40;
+    for k in 0..TOTAL {
+        let publish = Request::Publish {
+            room: room.clone(),
+            user: "pub".into(),
+            content: json!(k),
+            ticket: Some(ticket(2, k)),
+        };
+        send(cluster, &mut log, 0, publish);
+        // Joins land in the middle of the stream, on every worker.
+        if k % 10 == 5 {
+            let w = (k / 10) as usize % n;
+            send(cluster, &mut log, w, join(100 + k as u32));
+        }
+        if k % 4 == 0 {
+            for w in 0..n {
+                let engine = cluster.engine(w);
+                engine.flush();
+                let mut out = Vec::new();
+                engine.poll(&mut out);
+                log.per_worker[w].extend(out);
+            }
+        }
+    }
+    settle(cluster, &mut log);
+    let last = message_seqs(&log, 0, &room).last().copied().expect("messages");
+    for k in (0..TOTAL).filter(|k| k % 10 == 5) {
+        let (w, c) = ((k / 10) as usize % n, 100 + k as u32);
+        let at = log.per_worker[w]
+            .iter()
+            .position(|d| matches!(d, Delivery::Joined { ticket, result: Ok(_), .. } if ticket.conn == conn(c)))
+            .expect("a joined reply");
+        let (position, _) = joined_seq(&log, w, c);
+        let after: Vec<u64> = log.per_worker[w][at..]
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Room(e) if e.room == room => match &e.kind {
+                    EventKind::Message(s) => Some(s.message.seq),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            after,
+            (position + 1..=last).collect::<Vec<_>>(),
+            "worker {w}, joined at {position}: exactly the messages after it"
+        );
+        // Its own arrival is a room event after its position too (chat
+        // members are shown their own `user_joined`).
+        let user = format!("j{c}");
+        let own = log.per_worker[w].iter().position(
+            |d| matches!(d, Delivery::Room(e) if matches!(&e.kind, EventKind::UserJoined(u) if **u == *user)),
+        );
+        assert!(
+            own.is_some_and(|i| i > at),
+            "worker {w}: the user_joined of {user} at {own:?}, its joined at {at}"
+        );
+    }
+    // On the publisher's worker: each ack after its own copy.
+    let mut seen = std::collections::HashSet::new();
+    let mut acks = 0;
+    for d in &log.per_worker[0] {
+        match d {
+            Delivery::Room(e) if e.room == room => {
+                if let EventKind::Message(s) = &e.kind {
+                    seen.insert(s.message.seq);
+                }
+            }
+            Delivery::Done {
+                ticket,
+                result: Ok(Some(seq)),
+            } if ticket.conn == conn(2) => {
+                assert!(seen.contains(seq), "the ack of {seq} came before its message");
+                acks += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(acks, TOTAL, "every publish was acknowledged");
+}
+
+/// Every check, each on rooms of its own; no check may lead to a reset.
 pub fn all(cluster: &mut dyn Cluster) {
     one_order_per_room(cluster, "contract-order");
     presence_across_workers(cluster, "contract-presence");
     direct_across_workers(cluster, "contract-user");
     recovery_on_any_worker(cluster, "contract-recovery");
     replies_in_lane_order(cluster, "contract-lane");
+    join_position_under_traffic(cluster, "contract-join-traffic");
 }

@@ -27,9 +27,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What travels between workers.
 #[derive(Debug)]
 pub enum Envelope {
-    Request { from: usize, request: Request },
+    Request {
+        from: usize,
+        request: Request,
+    },
     Delivery(Delivery),
     Store(StoreEvent),
+    /// From a node's Redis thread (`crate::engine::redis`).
+    Redis(crate::engine::redis::io::RedisEvent),
 }
 
 /// The mailboxes of all workers, one per worker.
@@ -437,6 +442,7 @@ impl MemoryEngine {
                 Envelope::Request { from, request } => self.handle(from, request, local),
                 Envelope::Delivery(delivery) => local.push(delivery),
                 Envelope::Store(event) => self.on_store(event, local),
+                Envelope::Redis(_) => {}
             }
         }
         self.incoming = incoming;
@@ -876,6 +882,7 @@ mod tests {
         contract::recovery_on_any_worker(&mut Memory::new(1), "r");
         contract::replies_in_lane_order(&mut Memory::new(1), "r");
         contract::direct_across_workers(&mut Memory::new(1), "bob");
+        contract::join_position_under_traffic(&mut Memory::new(1), "r");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod contract;
 pub mod memory;
+pub mod redis;
 mod room_state;
 
 use crate::net::{ConnId, Outgoing};
@@ -269,6 +270,13 @@ pub enum Delivery {
     Done {
         ticket: Ticket,
         result: Result<Option<u64>, Refused>,
+    },
+    /// This worker's members of `room` can no longer be given its events
+    /// without a gap (its history was reset, or what they missed while
+    /// the state was unreachable is gone): they must start afresh. The
+    /// room layer closes them (1012), so clients rejoin with `since`.
+    Reset {
+        room: Name,
     },
 }
 

@@ -241,8 +241,9 @@ impl Rooms {
                 room: room.into(),
                 user,
                 content: replacement.unwrap_or(content),
-                // Without an `id` nothing is owed: no `ack`.
-                ticket: req_id.map(|i| ticket(Some(i))),
+                // Always answered, so a failure is an `error` even without
+                // an `id`; success gets an `ack` only with one.
+                ticket: Some(ticket(req_id)),
             },
             Command::Direct { to, content } => {
                 let event = Outgoing::text(

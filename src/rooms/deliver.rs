@@ -8,7 +8,7 @@ use super::wire::{self, ChatEnvelope, CommandError, ErrorCode, Event};
 use super::{Dialect, Rooms};
 use crate::engine::{Delivery, EventKind, JoinedRoom, Name, Refused, RoomEvent, Stored, Ticket};
 use crate::net::{ConnId, Ctx, Outgoing};
-use crate::protocol::MessageKind;
+use crate::protocol::{CloseCode, MessageKind};
 use std::sync::Arc;
 
 /// The `/ws` `message` event of a stored message, encoded on first use.
@@ -168,6 +168,15 @@ impl Rooms {
                 }
                 self.answered(ctx, conn);
             }
+            Delivery::Reset { room } => {
+                if let Some(local) = self.local.get(&room) {
+                    let members: Vec<ConnId> = local.members().iter().map(|(m, _)| *m).collect();
+                    for member in members {
+                        // 1012 Service Restart: come back (with `since`).
+                        ctx.close(member, CloseCode(1012), "room state was reset; rejoin");
+                    }
+                }
+            }
             Delivery::Done { ticket, result } => {
                 let conn = ticket.conn;
                 match result {
@@ -188,6 +197,12 @@ impl Rooms {
             self.counters.unavailable.inc();
         }
         let conn = ticket.conn;
+        if !speaks_json(ctx, conn) {
+            // Chat and pub/sub have no error envelope: a publish that was
+            // not carried out closes the connection rather than vanish.
+            ctx.close(conn, CloseCode::TRY_AGAIN_LATER, "room state unavailable; try again");
+            return;
+        }
         Self::error(ctx, conn, &refusal_error(ticket, why));
     }
 

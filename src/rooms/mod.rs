@@ -25,6 +25,7 @@ pub use local::Dialect;
 
 use crate::auth::{Authenticator, Identity};
 use crate::engine::memory::{EngineConfig, Envelope, Hub, MemoryEngine};
+use crate::engine::redis::{RedisConfig, RedisNode};
 use crate::engine::{Delivery, Engine, Member, Name, Request};
 use crate::http::{self, Snapshot, WorkerSnapshot};
 use crate::net::{App, CloseReason, ConnId, Ctx, Route, Shared};
@@ -207,6 +208,9 @@ pub struct RoomServer {
     pub workers: usize,
     pub accept: AcceptMode,
     pub store: StoreKind,
+    /// Room state in Redis, shared with other nodes (`--redis`); `store`
+    /// is then not used.
+    pub redis: Option<RedisConfig>,
     pub hooks: Option<Arc<dyn Hooks>>,
 }
 
@@ -219,8 +223,14 @@ impl RoomServer {
             workers: 1,
             accept: AcceptMode::default(),
             store: StoreKind::Memory,
+            redis: None,
             hooks: None,
         }
+    }
+
+    pub fn redis(mut self, redis: Option<RedisConfig>) -> Self {
+        self.redis = redis;
+        self
     }
 
     /// Lets `hooks` decide about joins and messages (see [`Hooks`]).
@@ -252,6 +262,9 @@ impl RoomServer {
     /// Binds the listeners, opens the store and starts the workers. A store
     /// that cannot be opened is an error naming its path.
     pub fn start(self) -> std::io::Result<Runtime> {
+        if self.redis.is_some() {
+            return self.start_on_redis();
+        }
         let plan = Plan::new(self.net, self.workers, self.accept)?;
         let n = plan.workers().count();
         let hub = Hub::new(plan.workers());
@@ -309,6 +322,33 @@ impl RoomServer {
             // The workers' handles are gone with them: the last commit follows.
             runtime.after_exit(move || sqlite.join());
         }
+        Ok(runtime)
+    }
+}
+
+impl RoomServer {
+    /// With `--redis`: every worker is a member of the Redis cluster with
+    /// an engine handle of its own; history lives in Redis (README "Several
+    /// nodes on Redis"). A server that cannot be reached is an error naming it.
+    fn start_on_redis(self) -> std::io::Result<Runtime> {
+        let mut config = self.redis.expect("a Redis configuration");
+        config.retention = self.rooms.retention();
+        let plan = Plan::new(self.net, self.workers, self.accept)?;
+        let n = plan.workers().count();
+        let node = RedisNode::start(config, Hub::new(plan.workers())).map_err(std::io::Error::other)?;
+        let registry = Registry::new(n, Box::new(node.health_probe()));
+        let auth = Arc::new(self.auth);
+        let apps = (0..n)
+            .map(|i| {
+                let engine = Box::new(node.engine(i));
+                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), engine, registry.clone());
+                rooms.hooks = self.hooks.clone();
+                rooms
+            })
+            .collect();
+        let mut runtime = plan.spawn(apps)?;
+        // The workers' members have left by then: the node leaves the cluster.
+        runtime.after_exit(move || node.join());
         Ok(runtime)
     }
 }
@@ -415,13 +455,14 @@ impl Rooms {
         }
     }
 
-    /// Publishes `content` to `room` as `user` (no reply wanted).
-    fn publish(&mut self, room: Name, user: Name, content: Value) {
+    /// Publishes `content` to `room` as connection `id` of `user` (chat
+    /// and pub/sub text): no `ack`, but a refusal closes it (see `deliver`).
+    fn publish(&mut self, id: ConnId, room: Name, user: Name, content: Value) {
         self.request(Request::Publish {
             room,
             user,
             content,
-            ticket: None,
+            ticket: Some(crate::engine::Ticket { conn: id, id: None }),
         });
     }
 
@@ -623,7 +664,7 @@ impl App for Rooms {
                         return;
                     }
                 }
-                self.publish(room, user, content);
+                self.publish(id, room, user, content);
             }
             (_, MessageKind::Binary) => {
                 let Some(room) = home else { return };

@@ -2,6 +2,8 @@
 //! ports and a raw TCP client for input no real client would send.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use roomcast::net::{App, Config};
 use roomcast::rooms::RoomServer;
 use roomcast::runtime::{self, AcceptMode, Runtime, Stop, WorkerFailure};

@@ -262,6 +262,12 @@ impl Plan {
                 .get_raw(&s.id)
                 .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
+            // A Redis URL may carry a password.
+            let raw: Vec<String> = if s.key == "redis" {
+                raw.iter().map(|r| roomcast::engine::redis::url::redact(r)).collect()
+            } else {
+                raw
+            };
             let source = if self.on_cli.contains(&s.key) {
                 Source::Flag
             } else if let Some(v) = self.layered.get(&s.key) {
