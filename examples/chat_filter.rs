@@ -10,6 +10,7 @@
 
 use roomcast::net::Config;
 use roomcast::rooms::{Hooks, Publish, RoomConfig, RoomServer};
+use roomcast::runtime::Runtime;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -66,19 +67,24 @@ impl Hooks for Filter {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let listen: SocketAddr = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:9002").parse()?;
+/// The filtered chat server on `listen` (port 0: any free port).
+pub fn start(listen: SocketAddr) -> std::io::Result<Runtime> {
     let config = Config {
         listen,
         ..Config::default()
     };
-    let runtime = RoomServer::new(config, RoomConfig::default())
+    RoomServer::new(config, RoomConfig::default())
         .hooks(Filter {
             banned: &["darn", "heck"],
         })
         .workers(2)
-        .start()?;
+        .start()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let listen: SocketAddr = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:9002").parse()?;
+    let runtime = start(listen)?;
     println!("chat_filter listening on {}", runtime.local_addr());
     runtime.wait()?;
     Ok(())

@@ -14,7 +14,7 @@ use roomcast::net::{App, CloseReason, Config, ConnId, Ctx, Route, Shared};
 use roomcast::protocol::MessageKind;
 use roomcast::protocol::handshake::head::Request;
 use roomcast::protocol::handshake::server::{Rejection, http_response};
-use roomcast::runtime::{self, AcceptMode};
+use roomcast::runtime::{self, AcceptMode, Runtime};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -115,11 +115,8 @@ impl App for Lobby {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut args = std::env::args().skip(1);
-    let listen: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:9003").parse()?;
-    let countdown = Duration::from_millis(args.next().map_or(Ok(3000), |a| a.parse())?);
+/// The lobby on `listen` (port 0: any free port), counting down `countdown`.
+pub fn start(listen: SocketAddr, countdown: Duration) -> std::io::Result<Runtime> {
     let config = Config {
         listen,
         ..Config::default()
@@ -131,9 +128,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         starts_at: None,
         round: 0,
     });
-    let runtime = runtime::start(config, 1, AcceptMode::default(), |_, _| {
+    runtime::start(config, 1, AcceptMode::default(), |_, _| {
         lobby.take().expect("one worker")
-    })?;
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut args = std::env::args().skip(1);
+    let listen: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:9003").parse()?;
+    let countdown = Duration::from_millis(args.next().map_or(Ok(3000), |a| a.parse())?);
+    let runtime = start(listen, countdown)?;
     println!("game_lobby listening on {}", runtime.local_addr());
     runtime.wait()?;
     Ok(())

@@ -1,57 +1,29 @@
-//! The programs in examples/, built by `cargo test` and run here as a user
-//! would run them, with tungstenite as the client: the crate is usable as a
-//! library (a custom `App` on the runtime, the room server with hooks).
+//! The programs in examples/, compiled into this test and run on loopback
+//! with tungstenite as the client: the crate is usable as a library (a
+//! custom `App` on the runtime, the room server with hooks). `cargo test`
+//! also builds the examples themselves, so their `main`s keep compiling.
 
 mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
-/// The example's binary. `cargo test` builds examples (to check they
-/// compile) as `target/debug/examples/NAME-HASH`; `cargo build --examples`
-/// as `.../NAME`. The newest of them is the one just built.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples");
-    let hashed = format!("{name}-");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let file = e.file_name();
-            let file = file.to_string_lossy();
-            (file == name || file.strip_prefix(&hashed).is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())))
-                && e.metadata().is_ok_and(|m| m.is_file())
-        })
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .map(|e| e.path())
-        .unwrap_or_else(|| panic!("no {name} in {} (`cargo test` builds it)", dir.display()))
-}
+/// The examples' code, compiled into this test: their `start` functions
+/// run the same servers their `main`s do.
+#[path = "../examples/chat_filter.rs"]
+#[allow(dead_code)]
+mod chat_filter;
+#[path = "../examples/game_lobby.rs"]
+#[allow(dead_code)]
+mod game_lobby;
 
-/// Runs an example on a free port; returns it (killed when dropped) and its address.
-fn run(name: &str, extra: &[&str]) -> (ServerProcess, SocketAddr) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut child = Command::new(example(name))
-        .arg(addr.to_string())
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{name}: {e} (is it built? `cargo test` builds examples)"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{name} said {line:?}");
-    (ServerProcess(child), addr)
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
 }
 
 fn send(ws: &mut Ws, v: Value) {
@@ -69,7 +41,8 @@ fn next_of(ws: &mut Ws, kind: &str) -> Value {
 
 #[test]
 fn chat_filter_stars_words_refuses_links_and_guards_staff_rooms() {
-    let (_server, addr) = run("chat_filter", &[]);
+    let server = chat_filter::start(loopback()).unwrap();
+    let addr = server.local_addr();
     let mut alice = ws(addr, "/ws?username=alice");
     next_of(&mut alice, "welcome");
     send(&mut alice, json!({"type": "join", "room": "lobby"}));
@@ -110,7 +83,8 @@ fn chat_filter_stars_words_refuses_links_and_guards_staff_rooms() {
 
 #[test]
 fn game_lobby_counts_down_when_everyone_is_ready() {
-    let (_server, addr) = run("game_lobby", &["300"]);
+    let server = game_lobby::start(loopback(), std::time::Duration::from_millis(300)).unwrap();
+    let addr = server.local_addr();
     let mut ann = ws(addr, "/lobby?name=ann");
     assert_eq!(
         next_of(&mut ann, "lobby")["players"],
