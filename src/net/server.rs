@@ -247,7 +247,8 @@ impl<A: App> Server<A> {
                             self.flush(id, now);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(id, now);
+                            let ended = event.is_read_closed() || event.is_error();
+                            self.read(id, now, ended);
                         }
                     }
                 }
@@ -257,7 +258,7 @@ impl<A: App> Server<A> {
                 self.accept(now);
             }
             for id in std::mem::take(&mut self.ready) {
-                self.read(id, now);
+                self.read(id, now, false);
             }
             self.fire_timers(now);
             if self.app.next_deadline().is_some_and(|at| now >= at) {
@@ -438,10 +439,12 @@ impl<A: App> Server<A> {
     }
 
     /// Reads until `WouldBlock`, the budget, or backpressure stops it.
-    fn read(&mut self, id: ConnId, now: Instant) {
+    /// `ended`: the event said the peer's side is closed or failed, so the
+    /// socket is read to its end even after a short read.
+    fn read(&mut self, id: ConnId, now: Instant, ended: bool) {
         // The shared buffer is moved out so handlers can borrow `self`.
         let mut buf = std::mem::take(&mut self.read_buf);
-        self.read_into(id, &mut buf, now);
+        self.read_into(id, &mut buf, now, ended);
         self.read_buf = buf;
         // A TLS handshake answers before any HTTP bytes arrive.
         if self.conn(id).is_some_and(|c| c.socket.tls_pending()) {
@@ -449,7 +452,7 @@ impl<A: App> Server<A> {
         }
     }
 
-    fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant) {
+    fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant, ended: bool) {
         let mut budget = self.config.read_budget;
         let pause_at = self.config.read_pause_bytes;
         loop {
@@ -465,12 +468,21 @@ impl<A: App> Server<A> {
                 self.ready.push(id);
                 return;
             }
+            // Edge-triggered: a plain socket that gave less than a full
+            // buffer is empty now, and bytes arriving later raise a new
+            // event, so the read that would only say `WouldBlock` is
+            // skipped. (Unless the peer's FIN is already in: no new event
+            // would come for it.)
+            let drains = conn.socket.is_plain() && !ended;
             match conn.socket.read(buf) {
                 Ok(0) => return self.on_eof(id, now),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_in.add(n as u64);
                     self.on_bytes(id, &buf[..n], now);
+                    if drains && n < buf.len() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

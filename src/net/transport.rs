@@ -107,6 +107,12 @@ impl Transport {
     }
 
     /// Encrypted bytes not yet on the socket (always false for plain).
+    /// Plain TCP: a read shorter than the buffer drained the socket (TLS
+    /// may hold decrypted bytes back, so it is read until `WouldBlock`).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     pub fn tls_pending(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
