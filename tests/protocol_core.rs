@@ -327,6 +327,90 @@ fn encode(msgs: &[Msg]) -> (Vec<u8>, Vec<Event>) {
     (bytes, expected)
 }
 
+/// One frame with arbitrary header bits (mostly data opcodes, but any; FIN,
+/// RSV1, masked or not) around a payload that is valid UTF-8 half of the time.
+fn raw_frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![4 => Just(1u8), 4 => Just(2u8), 2 => Just(0u8), 1 => Just(9u8), 1 => 0u8..16],
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.9),
+        prop::collection::vec(any::<u8>(), 0..100),
+        any::<String>(),
+        any::<bool>(),
+    )
+        .prop_map(|(opcode, fin, rsv1, masked, bytes, text, use_text)| {
+            let mut payload = if use_text { text.into_bytes() } else { bytes };
+            payload.truncate(130);
+            let mut out = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
+            let mask_bit = u8::from(masked) << 7;
+            if payload.len() < 126 {
+                out.push(mask_bit | payload.len() as u8);
+            } else {
+                out.push(mask_bit | 126);
+                out.extend((payload.len() as u16).to_be_bytes());
+            }
+            if masked {
+                out.extend(KEY);
+                payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= KEY[i % 4]);
+            }
+            out.extend(payload);
+            out
+        })
+}
+
+/// Feeds `bytes` in chunks of `sizes` to one connection through
+/// `read_event` and to another through `read_event_in_place`; true when
+/// both yield the same events, the same error and the same output.
+fn same_in_place_and_copying(bytes: &[u8], sizes: &[usize], limits: Limits) -> bool {
+    use roomcast::protocol::{InPlace, MessageKind};
+    let mut copying = Connection::new(Role::Server, limits);
+    let mut in_place = Connection::new(Role::Server, limits);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut err_a, mut err_b) = (None, None);
+    let mut pos = 0;
+    for size in sizes.iter().cycle() {
+        if pos >= bytes.len() {
+            break;
+        }
+        let end = (pos + size).min(bytes.len());
+        let mut chunk = &bytes[pos..end];
+        while err_a.is_none() && !chunk.is_empty() {
+            match copying.read_event(chunk) {
+                Ok((0, None)) => break, // closed: the rest is ignored
+                Ok((used, event)) => {
+                    a.extend(event);
+                    chunk = &chunk[used..];
+                }
+                Err(e) => err_a = Some(e),
+            }
+        }
+        let mut owned = bytes[pos..end].to_vec();
+        let mut at = 0;
+        while err_b.is_none() && at < owned.len() {
+            match in_place.read_event_in_place(&mut owned[at..]) {
+                Ok((0, None)) => break,
+                Ok((used, found)) => {
+                    b.extend(found.map(|found| match found {
+                        InPlace::Event(event) => event,
+                        InPlace::Message { kind, payload } => {
+                            let data = owned[at..][payload].to_vec();
+                            match kind {
+                                MessageKind::Text => Event::Text(data),
+                                MessageKind::Binary => Event::Binary(data),
+                            }
+                        }
+                    }));
+                    at += used;
+                }
+                Err(e) => err_b = Some(e),
+            }
+        }
+        pos = end;
+    }
+    a == b && err_a == err_b && copying.take_output() == in_place.take_output() && copying.state() == in_place.state()
+}
+
 proptest! {
     #[test]
     fn every_split_point_gives_the_same_events(msgs in prop::collection::vec(msg_strategy(), 1..5)) {
@@ -357,6 +441,39 @@ proptest! {
             i += 1;
         }
         prop_assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn in_place_reads_match_copying_reads_on_valid_streams(
+        msgs in prop::collection::vec(msg_strategy(), 1..8),
+        sizes in prop::collection::vec(1usize..90, 1..16),
+    ) {
+        let (bytes, _) = encode(&msgs);
+        prop_assert!(same_in_place_and_copying(&bytes, &sizes, Limits::default()));
+    }
+
+    #[test]
+    fn in_place_reads_match_copying_reads_on_arbitrary_frames(
+        frames in prop::collection::vec(raw_frame_strategy(), 1..8),
+        sizes in prop::collection::vec(1usize..300, 1..8),
+        frame_limit_first in any::<bool>(),
+    ) {
+        let bytes: Vec<u8> = frames.concat();
+        let limits = if frame_limit_first {
+            Limits { max_frame_size: 64, max_message_size: 96 }
+        } else {
+            Limits { max_frame_size: 128, max_message_size: 48 }
+        };
+        prop_assert!(same_in_place_and_copying(&bytes, &sizes, limits));
+    }
+
+    #[test]
+    fn in_place_reads_match_copying_reads_on_arbitrary_bytes(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        sizes in prop::collection::vec(1usize..600, 1..8),
+    ) {
+        let limits = Limits { max_frame_size: 64, max_message_size: 96 };
+        prop_assert!(same_in_place_and_copying(&bytes, &sizes, limits));
     }
 
     #[test]

@@ -17,6 +17,6 @@ mod random;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Connection, Event, Limits, MessageKind, Role, State};
+pub use connection::{Connection, Event, InPlace, Limits, MessageKind, Role, State};
 pub use error::Error;
 pub use frame::Opcode;

@@ -7,6 +7,11 @@
 //! frame does. std's validator gives exactly this: `error_len() == None`
 //! means "valid so far, but truncated".
 
+/// Validates a whole message at once.
+pub fn validate(bytes: &[u8]) -> Result<(), InvalidUtf8> {
+    std::str::from_utf8(bytes).map(|_| ()).map_err(|_| InvalidUtf8)
+}
+
 /// Validation state for one text message.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Utf8Validator {
