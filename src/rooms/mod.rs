@@ -8,6 +8,7 @@
 //! Every room event is encoded at most once per dialect, by whichever
 //! worker first needs it, and the same bytes are queued to every recipient.
 
+mod api;
 mod commands;
 pub mod counters;
 mod deliver;
@@ -23,7 +24,7 @@ pub use counters::{RoomCounters, RoomTotals};
 pub use hooks::{Hooks, Publish};
 pub use local::Dialect;
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, Identity, ServerKeys};
 use crate::engine::memory::{EngineConfig, Envelope, Hub, MemoryEngine};
 use crate::engine::{Delivery, Engine, Member, Name, Request};
 use crate::http::{self, Snapshot, WorkerSnapshot};
@@ -208,6 +209,8 @@ pub struct RoomServer {
     pub accept: AcceptMode,
     pub store: StoreKind,
     pub hooks: Option<Arc<dyn Hooks>>,
+    /// Keys of the publish API under `/api/`; `None`: the API is off (404).
+    pub api_keys: Option<ServerKeys>,
 }
 
 impl RoomServer {
@@ -220,12 +223,19 @@ impl RoomServer {
             accept: AcceptMode::default(),
             store: StoreKind::Memory,
             hooks: None,
+            api_keys: None,
         }
     }
 
     /// Lets `hooks` decide about joins and messages (see [`Hooks`]).
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// Turns the publish API on, for these keys.
+    pub fn api_keys(mut self, keys: ServerKeys) -> Self {
+        self.api_keys = Some(keys);
         self
     }
 
@@ -256,6 +266,7 @@ impl RoomServer {
         let n = plan.workers().count();
         let hub = Hub::new(plan.workers());
         let auth = Arc::new(self.auth);
+        let api_keys = self.api_keys.map(Arc::new);
         let engine = EngineConfig {
             retention: self.rooms.retention(),
             // In memory the tail is the whole history; on disk, the newest part.
@@ -299,7 +310,8 @@ impl RoomServer {
             .enumerate()
             .map(|(i, store)| {
                 let engine = MemoryEngine::new(hub.clone(), i, engine, store);
-                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone());
+                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone())
+                    .with_api(api_keys.clone());
                 rooms.hooks = self.hooks.clone();
                 rooms
             })
@@ -337,6 +349,8 @@ pub struct Rooms {
     registry: Arc<Registry>,
     next_tick: Instant,
     hooks: Option<Arc<dyn Hooks>>,
+    /// The publish API's calls waiting for the engine.
+    api: api::Api,
 }
 
 fn now_ms() -> u64 {
@@ -372,7 +386,14 @@ impl Rooms {
             registry,
             next_tick: Instant::now() + TICK,
             hooks: None,
+            api: api::Api::default(),
         }
+    }
+
+    /// Serves the publish API with these keys (`None`: off, 404).
+    pub fn with_api(mut self, keys: Option<Arc<ServerKeys>>) -> Self {
+        self.api = api::Api::new(keys);
+        self
     }
 
     /// The member a session is, as the room's owner counts it.
@@ -467,6 +488,9 @@ impl App for Rooms {
     type State = Session;
 
     fn route(&mut self, req: &HttpRequest, peer: SocketAddr, net: &Shared, draining: bool) -> Route<Session> {
+        if self.api.enabled() && req.path().starts_with(http::api::PREFIX) {
+            return self.api_route(req, peer, draining);
+        }
         if self.config.demo
             && let Some(response) = http::demo::serve(req)
         {
@@ -537,6 +561,16 @@ impl App for Rooms {
             return Route::Reject(Rejection::new(403, "not authorized for this room"));
         }
         Route::Upgrade(Session::new(user.into(), dialect, auto_join, auth))
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, req: &HttpRequest, body: Vec<u8>) {
+        self.api_request(ctx, id, req, &body);
+    }
+
+    fn http_error(&mut self, req: &HttpRequest, status: u16, reason: &'static str) -> Vec<u8> {
+        // Only API requests are deferred, so only they reach here.
+        let _ = req;
+        http::api::ApiError::framing(status, reason).response()
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId) {
