@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use roomcast::auth::ServerKeys;
+use roomcast::bench::{self, ApiConfig, Common, Target};
 use roomcast::engine::memory::owner_of;
 use roomcast::net::Config;
 use roomcast::rooms::{RoomConfig, RoomServer, StoreKind};
@@ -902,3 +903,33 @@ fn the_binary_serves_the_api_and_never_logs_the_key() {
     }
 }
 
+/// `roomcast bench api` against an in-process server: publishes are
+/// answered 200 and every one reaches the member.
+#[test]
+fn the_api_bench_publishes_and_its_member_gets_every_message() {
+    let server = server(1);
+    let mut common = Common::new(Target::parse(&format!("ws://{}/", server.addr)).unwrap());
+    common.warmup = Duration::from_millis(200);
+    common.duration = Duration::from_secs(1);
+    common.server_pid = Some(std::process::id());
+    let report = bench::run_api(&ApiConfig {
+        common,
+        connections: 2,
+        in_flight: 4,
+        room: "bench".into(),
+        size: 8,
+        key: KEY_ALL.into(),
+        members: 1,
+        drain: Duration::from_secs(5),
+    })
+    .unwrap();
+    let v = Value::Object(report.json.clone());
+    assert!(v["publishes"].as_u64().unwrap() > 100, "{v}");
+    assert!(v["publishes_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert!(
+        v["deliveries"].as_u64().unwrap() >= v["publishes"].as_u64().unwrap(),
+        "{v}"
+    );
+}
