@@ -9,13 +9,13 @@
 //!
 //! | module | what | knows about |
 //! |---|---|---|
-//! | [`protocol`] | the sans-IO core: handshake, frames, masking, UTF-8, the message and close state machine, permessage-deflate. Bytes and time in, events and bytes out; server and client roles | nothing else |
+//! | [`protocol`] | the sans-IO core: handshake, frames, masking, UTF-8, the message and close state machine, permessage-deflate; plain HTTP/1.1 request framing ([RFC 9112](https://www.rfc-editor.org/rfc/rfc9112)). Bytes and time in, events and bytes out; server and client roles | nothing else |
 //! | [`net`] | one event loop (`mio`): sockets, timers, send queues, TLS; applications plug in through [`net::App`] | `protocol` |
 //! | [`runtime`] | N event loops in one process: threads, listeners, mailboxes, shutdown, panics | `net` |
 //! | [`engine`] | where room state lives beyond one loop: the seam ([`engine::Engine`]), its contract, the in-process engine | `store` |
 //! | [`store`] | durable history: SQLite (default) and memory | messages as data |
 //! | [`rooms`] | the room server: sessions, three dialects, fan-out, reply order; [`rooms::Hooks`] for embedding programs | `net`, `engine` |
-//! | [`http`], [`auth`] | `/health`, `/stats`, `/metrics`, the chat page; credentials and grants | |
+//! | [`http`], [`auth`] | `/health`, `/stats`, `/metrics`, the chat page, the publish API's wire format; credentials and grants | |
 //! | [`client`], [`bench`](mod@bench) | the client role on the same core; the load generator and soak harness | `protocol` |
 //!
 //! docs/architecture.md in the repository has the design and the engine's
@@ -23,8 +23,9 @@
 //!
 //! # Running your own application
 //!
-//! Implement [`net::App`] (route HTTP requests, react to opens, messages,
-//! closes and timers through a [`net::Ctx`]) and start it on as many loops
+//! Implement [`net::App`] (route HTTP requests, answering plain ones at
+//! once or later with [`net::Route::Defer`] and [`net::Ctx::respond`]; react
+//! to opens, messages, closes and timers through a [`net::Ctx`]) and start it on as many loops
 //! as you like with [`runtime::start`]. `examples/game_lobby.rs` keeps a
 //! game lobby's state this way.
 //!

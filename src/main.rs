@@ -78,16 +78,35 @@ fn main() -> ExitCode {
                     urls.join(", ")
                 );
             }
+            let api_keys = match args.api.keys() {
+                Ok(keys) => keys,
+                Err(e) => {
+                    log::error!("publish API: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(keys) = &api_keys {
+                log::info!("publish API on at /api/ with {} key(s)", keys.len());
+            }
             let room_config = args.room_config();
             let (workers, mode, store) = (args.server.workers(), args.server.accept_mode(), args.store());
+            let max_api_body = args.api.max_api_body;
             serve(&args.server, |config| {
-                RoomServer::new(config, room_config)
+                let config = Config {
+                    max_body_size: max_api_body,
+                    ..config
+                };
+                let server = RoomServer::new(config, room_config)
                     .auth(auth)
                     .workers(workers)
                     .accept(mode)
                     .store(store)
-                    .redis(redis)
-                    .start()
+                    .redis(redis);
+                match api_keys {
+                    Some(keys) => server.api_keys(keys),
+                    None => server,
+                }
+                .start()
             })
         }
         Command::Echo(args) => {

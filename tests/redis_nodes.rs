@@ -4,7 +4,8 @@
 //! nodes; recovery on another node; the raw relay and the chat dialect
 //! across nodes; a node killed with SIGKILL; Redis restarted and a dropped
 //! connection in the middle of traffic; rooms sharded over three Redis
-//! servers; TLS and passwords; the startup error; Redis commands per publish.
+//! servers; TLS and passwords; the startup error; Redis commands per publish;
+//! the publish API across nodes.
 
 mod common;
 
@@ -748,4 +749,111 @@ fn a_node_subscribes_only_to_rooms_it_has_members_in() {
     send(&mut ann, json!({"type": "leave", "room": "both", "id": "l"}));
     assert_eq!(next_of(&mut ann, "left")["id"], "l");
     assert_eq!(subscribers("both"), 1, "the last member on node A left: unsubscribed");
+}
+
+/// An API call with `Connection: close`: its status and JSON body.
+fn api(addr: SocketAddr, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = raw(addr);
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+    let (status, _) = read_head(&mut s);
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
+    (status, body)
+}
+
+/// The publish API on one node sees and reaches the others: `/api/rooms`
+/// counts every node's members of rooms sharded over two Redis servers,
+/// and `/api/disconnect` closes the user's connections on every node, in
+/// every dialect; with a Redis server down the listing is `unavailable`.
+#[test]
+fn the_publish_api_lists_and_disconnects_across_nodes() {
+    const KEY: &str = "node-api-key-0123456789";
+    let digest = ring::digest::digest(&ring::digest::SHA256, KEY.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let scratch = Scratch::new("redis-api");
+    let keys = scratch.path("keys");
+    std::fs::write(&keys, format!("{hex} backend\n")).unwrap();
+    let keys = keys.to_str().unwrap();
+    let servers = [RedisServer::start(), RedisServer::start()];
+    let all = urls(&servers.iter().collect::<Vec<_>>());
+    let a = Node::start(&all, &["--api-key-file", keys]);
+    let b = Node::start(&all, &["--api-key-file", keys]);
+    let rooms: Vec<String> = (0..6).map(|i| format!("api-room-{i}")).collect();
+    let mut ann = user(a.addr(), "ann");
+    let mut ben = user(b.addr(), "ben");
+    for room in &rooms {
+        join(&mut ann, room);
+    }
+    for room in &rooms[..3] {
+        join(&mut ben, room);
+    }
+    // ben twice more on node b: a second /ws connection and the chat dialect.
+    let mut ben2 = user(b.addr(), "ben");
+    join(&mut ben2, &rooms[0]);
+    let mut ben_chat = open(b.addr(), &format!("/ws/{}?username=ben", rooms[1]));
+    let mut sub = open(a.addr(), &format!("/pubsub/{}", rooms[5]));
+    let (status, listed) = api(a.addr(), KEY, "GET", "/api/rooms", None);
+    assert_eq!(status, 200, "{listed}");
+    let expected: Vec<Value> = rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| {
+            let (members, users) = match i {
+                0 => (3, 2),
+                1 => (3, 2),
+                2 => (2, 2),
+                5 => (2, 1),
+                _ => (1, 1),
+            };
+            json!({"room": room, "members": members, "users": users})
+        })
+        .collect();
+    assert_eq!(listed, json!({ "rooms": expected }));
+
+    let (status, answer) = api(
+        b.addr(),
+        KEY,
+        "POST",
+        "/api/disconnect",
+        Some(json!({"user": "ann", "code": 4003})),
+    );
+    assert_eq!((status, answer), (200, json!({"ok": true})));
+    assert_eq!(close_code(&mut ann), 4003, "ann on the other node");
+    let (status, answer) = api(a.addr(), KEY, "POST", "/api/disconnect", Some(json!({"user": "ben"})));
+    assert_eq!((status, answer), (200, json!({"ok": true})));
+    for ws in [&mut ben, &mut ben2, &mut ben_chat] {
+        assert_eq!(close_code(ws), 4000, "every connection of ben, in every dialect");
+    }
+    // The subscriber stays; once the leaves are in, only it is listed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, listed) = api(b.addr(), KEY, "GET", "/api/rooms", None);
+        if listed == json!({"rooms": [{"room": rooms[5], "members": 1, "users": 0}]}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {listed}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sub.send(Message::text("still here")).unwrap();
+    assert_eq!(sub.read().unwrap(), Message::text("still here"));
+    // One shard down: the listing is refused, not partial.
+    let mut servers = servers;
+    servers[1].stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = api(a.addr(), KEY, "GET", "/api/rooms", None);
+        if status == 503 {
+            assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still answered {status} {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -2,7 +2,7 @@
 """Writes the hand-made seed inputs under fuzz/seeds/<target>/.
 
 The seeds are committed; run this again only after changing it. Stream
-targets (handshake, connection, inflate) take three control bytes first: the
+targets (handshake, connection, inflate, http_api) take three control bytes first: the
 chunk plan (u16 little endian, 0 = one piece) and a config byte (see each
 target's doc comment); `frame` takes raw bytes.
 """
@@ -58,6 +58,16 @@ def records(payload, text=True, pieces=1):
 
 def stream(plan, config, data):
     return struct.pack("<H", plan) + bytes([config]) + data
+
+
+def api_request(method, path, body=None, close=False):
+    """A publish-API request as a backend sends it."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\r\n".encode()
+    if close:
+        head += b"Connection: close\r\n"
+    if body is not None:
+        head += f"Content-Length: {len(body)}\r\n".encode()
+    return head + b"\r\n" + (body or b"")
 
 
 REQUEST = (
@@ -147,6 +157,43 @@ SEEDS = {
         b"*1\r\n$45\r\n{\"seq\":2,\"ts\":9,\"user\":\"a\",\"content\":null}\r\n",
         "scalars": b"+OK\r\n-NOSCRIPT No matching script\r\n:-1\r\n$-1\r\n_\r\n#f\r\n,3.14\r\n(12345678901234567890\r\n",
         "verbatim-attribute-blob-error": b"=15\r\ntxt:run_id:abc\r\n|1\r\n+ttl\r\n:3\r\n+x\r\n!5\r\nERROR\r\n~1\r\n:7\r\n",
+    },
+    "http_api": {
+        # Config 0xC0: 8 KiB heads, 64 KiB bodies; 0x42: 32-byte heads, 16-byte bodies.
+        "publish-history-close-pipelined": stream(
+            0,
+            0xC0,
+            api_request("POST", "/api/publish", b'{"room":"r","content":{"a":1}}')
+            + api_request("GET", "/api/rooms/r/history?since=1&limit=5")
+            + api_request("POST", "/api/broadcast", b'{"rooms":["a","b"],"user":"ops","content":"x"}', close=True)
+            + api_request("GET", "/api/rooms"),
+        ),
+        "bytewise-direct-disconnect": stream(
+            0x0100,
+            0xC0,
+            api_request("POST", "/api/direct", b'{"user":"bob","content":[1,2]}')
+            + api_request("POST", "/api/disconnect", b'{"user":"bob","code":4001}'),
+        ),
+        "chunked-refused": stream(
+            0x0003,
+            0xC0,
+            b"POST /api/publish HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        "skipped-body-then-upgrade": stream(
+            0x0005,
+            0xC0,
+            b"POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd" + REQUEST + frame(1, b"Hello", mask=KEY),
+        ),
+        "expect-continue-over-limit": stream(
+            0x0002,
+            0x42,
+            b"POST /api/publish HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 17\r\n\r\n",
+        ),
+        "http10-bad-json": stream(
+            0,
+            0xC0,
+            b"POST /api/publish HTTP/1.0\r\nContent-Length: 5\r\n\r\n{oops",
+        ),
     },
 }
 

@@ -7,12 +7,14 @@
 pub mod api_keys;
 pub mod grants;
 pub mod jwt;
+pub mod server_keys;
 
 use crate::protocol::handshake::head::Request;
 use crate::rooms::names;
 pub use api_keys::ApiKeys;
 pub use grants::{Grants, Patterns};
 pub use jwt::{JwtConfig, JwtVerifier};
+pub use server_keys::{ServerKey, ServerKeys};
 use std::fmt;
 
 /// Why a credential was refused; static, so it can be counted by reason
@@ -111,7 +113,7 @@ impl Authenticator {
 }
 
 /// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750).
-fn bearer(req: &Request) -> Option<&str> {
+pub fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers.get_str("authorization")?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -5,7 +5,8 @@
 //! scenarios: `echo` (messages per second and round-trip latency),
 //! `broadcast` (fan-out deliveries per second, publish-to-delivery latency,
 //! lost deliveries) and `connect` (handshakes per second, then memory per
-//! idle connection). Latencies go into a log-bucketed `histogram`; each run
+//! idle connection); `api` measures the publish API (publishes per second
+//! over keep-alive HTTP connections). Latencies go into a log-bucketed `histogram`; each run
 //! ends with human-readable lines and one JSON line (`report`).
 //!
 //! The generator proves it is not the bottleneck by reporting its own CPU
@@ -15,6 +16,7 @@
 //!
 //! Targets are loopback only (`target`): anything else is refused.
 
+pub mod api;
 pub mod broadcast;
 pub mod connect;
 pub mod driver;
@@ -28,6 +30,7 @@ pub mod report;
 pub mod soak;
 pub mod target;
 
+pub use api::ApiConfig;
 pub use broadcast::{BroadcastConfig, Mode};
 pub use connect::ConnectConfig;
 pub use echo::EchoConfig;
@@ -124,6 +127,11 @@ pub fn run_echo(config: &EchoConfig) -> std::io::Result<Report> {
 pub fn run_broadcast(config: &BroadcastConfig) -> std::io::Result<Report> {
     prepare(&config.common, config.members + config.publishers);
     broadcast::run(config)
+}
+
+pub fn run_api(config: &ApiConfig) -> std::io::Result<Report> {
+    prepare(&config.common, config.connections + config.members);
+    api::run(config)
 }
 
 pub fn run_connect(config: &ConnectConfig) -> std::io::Result<Report> {

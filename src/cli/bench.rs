@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use roomcast::bench::target::parse_source;
-use roomcast::bench::{self, BroadcastConfig, Common, ConnectConfig, EchoConfig, Mode, Target};
+use roomcast::bench::{self, ApiConfig, BroadcastConfig, Common, ConnectConfig, EchoConfig, Mode, Target};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub enum Scenario {
     /// Opens N connections (handshakes/s), then holds them idle and reports
     /// the server's memory per connection.
     Connect(ConnectArgs),
+    /// C keep-alive HTTP connections publishing through roomcast's publish
+    /// API (`POST /api/publish`): publishes/s and request-to-answer latency.
+    Api(ApiBenchArgs),
     /// Everything at once against a room server for --duration seconds:
     /// members checking every delivery, churn with recovery, crowds,
     /// hostile clients, a fault-injecting proxy, resource accounting; exits
@@ -185,6 +188,34 @@ pub struct ConnectArgs {
     pub hold: f64,
 }
 
+#[derive(Args, Debug)]
+pub struct ApiBenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Keep-alive HTTP connections.
+    #[arg(short, long, default_value_t = 1)]
+    pub connections: usize,
+    /// Requests in flight per connection (pipelined beyond 1).
+    #[arg(short = 'd', long, default_value_t = 1)]
+    pub in_flight: usize,
+    /// Room to publish to.
+    #[arg(long, default_value = "bench")]
+    pub room: String,
+    /// Pad each message's content to this many bytes.
+    #[arg(short, long, default_value_t = 16)]
+    pub size: usize,
+    /// File holding the API key itself (its first line), as the server's
+    /// --api-key-file lists its hash.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: std::path::PathBuf,
+    /// `/ws` members of the room that receive (and count) every publish.
+    #[arg(short, long, default_value_t = 1)]
+    pub members: usize,
+    /// Longest wait, in seconds, for the last answers and deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
@@ -258,6 +289,29 @@ fn run_scenario(scenario: Scenario) -> Result<Outcome, String> {
                 size: a.size,
                 mode,
                 room: a.room,
+                drain: secs(a.drain),
+            })
+        }
+        Scenario::Api(a) => {
+            let key = std::fs::read_to_string(&a.key_file).map_err(|e| format!("{}: {e}", a.key_file.display()))?;
+            let key = key.lines().next().unwrap_or("").trim().to_owned();
+            if key.is_empty() {
+                return Err(format!("{}: no key in it", a.key_file.display()));
+            }
+            // http:// names the same server: the API shares the WebSocket port.
+            let mut common = a.common;
+            common.url = common.url.map(|u| match u.strip_prefix("http://") {
+                Some(rest) => format!("ws://{rest}"),
+                None => u,
+            });
+            bench::run_api(&ApiConfig {
+                common: common.common("ws://127.0.0.1:9001/")?,
+                connections: a.connections.max(1),
+                in_flight: a.in_flight,
+                room: a.room,
+                size: a.size,
+                key,
+                members: a.members,
                 drain: secs(a.drain),
             })
         }

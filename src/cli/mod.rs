@@ -5,7 +5,7 @@ pub mod client;
 pub mod config;
 
 use clap::{Args, Parser, ValueEnum};
-use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier};
+use roomcast::auth::{self, ApiKeys, Authenticator, JwtConfig, JwtVerifier, ServerKeys};
 use roomcast::engine::redis::{RedisConfig, RedisUrl};
 use roomcast::net::{Config, OverflowPolicy, TlsConfig, TlsError};
 use roomcast::protocol::Limits;
@@ -80,9 +80,13 @@ pub struct ServerArgs {
     /// What to do when a send queue is full: close the slow client (1008) or drop messages.
     #[arg(long, value_enum, default_value = "close")]
     pub overflow: Overflow,
-    /// Seconds allowed for the upgrade request to arrive.
+    /// Seconds allowed for the upgrade request to arrive (and for each plain
+    /// HTTP request, head and body, from its first byte).
     #[arg(long, default_value_t = 10.0)]
     pub handshake_timeout: f64,
+    /// Seconds an HTTP keep-alive connection may sit idle between requests.
+    #[arg(long, default_value_t = 30.0)]
+    pub keepalive_timeout: f64,
     /// Seconds of peer silence before a ping (0 turns pings off).
     #[arg(long, default_value_t = 30.0)]
     pub ping_interval: f64,
@@ -169,6 +173,33 @@ pub struct ServeArgs {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The server-side publish API under `/api/` (README "Publish API").
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// File of SHA-256 hashes of the publish API's keys, one per line with a
+    /// name (format in README "Publish API"); the API is off (404) without it.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Largest request body the publish API reads, in bytes (413 beyond).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_api_body: usize,
+}
+
+impl ApiArgs {
+    /// Reads the key file. Errors name the file and line, never a key.
+    pub fn keys(&self) -> Result<Option<ServerKeys>, String> {
+        let Some(path) = &self.api_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        ServerKeys::parse(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 /// Several nodes sharing rooms through Redis (README "Several nodes on Redis").
@@ -348,6 +379,7 @@ impl ServerArgs {
                 burst: self.ping_burst.max(1.0),
             }),
             handshake_timeout: secs(self.handshake_timeout),
+            keepalive_timeout: secs(self.keepalive_timeout),
             ping_interval: optional_secs(self.ping_interval),
             pong_timeout: secs(self.pong_timeout),
             idle_timeout: optional_secs(self.idle_timeout),

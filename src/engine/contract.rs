@@ -540,6 +540,107 @@ pub fn join_position_under_traffic(cluster: &mut dyn Cluster, room: &str) {
     assert_eq!(acks, TOTAL, "every publish was acknowledged");
 }
 
+/// Guarantee 8: a `Disconnect` reaches every worker once (the requester's
+/// before its `Done`), and a `Rooms` listing counts the rooms with members
+/// of every owner, members and present users across workers.
+pub fn disconnect_and_rooms_cover_every_worker(cluster: &mut dyn Cluster, prefix: &str) {
+    let n = cluster.workers();
+    let mut log = new_log(cluster);
+    let rooms: Vec<Name> = (0..3).map(|i| format!("{prefix}{i}").into()).collect();
+    // Room i gets a member on every worker from i on; room 0 a second
+    // connection of the same user and a pub/sub subscriber on worker 0.
+    let mut c = 100;
+    for (i, room) in rooms.iter().enumerate() {
+        for w in (0..n).skip(i.min(n - 1)) {
+            c += 1;
+            let join = Request::Join {
+                room: room.clone(),
+                member: member(c, &format!("u{w}")),
+                since: None,
+                again: false,
+                ticket: ticket(c, 0),
+            };
+            send(cluster, &mut log, w, join);
+        }
+    }
+    for (user, present) in [("u0", true), ("", false)] {
+        c += 1;
+        let member = Member {
+            present,
+            ..member(c, user)
+        };
+        let join = Request::Join {
+            room: rooms[0].clone(),
+            member,
+            since: None,
+            again: false,
+            ticket: ticket(c, 0),
+        };
+        send(cluster, &mut log, 0, join);
+    }
+    settle(cluster, &mut log);
+    let from = n - 1;
+    send(cluster, &mut log, from, Request::Rooms { ticket: ticket(1, 77) });
+    settle(cluster, &mut log);
+    let listed: Vec<(String, u64, u64)> = log.per_worker[from]
+        .iter()
+        .find_map(|d| match d {
+            Delivery::Rooms {
+                ticket,
+                result: Ok(rooms),
+            } if ticket.id == Some(json!(77)) => Some(
+                rooms
+                    .iter()
+                    .filter(|r| r.room.starts_with(prefix))
+                    .map(|r| (r.room.to_string(), r.members, r.users))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .expect("one Rooms reply");
+    let expected: Vec<(String, u64, u64)> = rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| {
+            let on = (n - i.min(n - 1)) as u64;
+            let extra = if i == 0 { 2 } else { 0 };
+            (room.to_string(), on + extra, on)
+        })
+        .collect();
+    assert_eq!(listed, expected, "sorted, counted across workers");
+
+    send(
+        cluster,
+        &mut log,
+        0,
+        Request::Disconnect {
+            user: "u1".into(),
+            code: 4000,
+            ticket: Some(ticket(2, 88)),
+        },
+    );
+    settle(cluster, &mut log);
+    for w in 0..n {
+        let got = log.per_worker[w]
+            .iter()
+            .filter(|d| matches!(d, Delivery::Disconnect { user, code: 4000 } if &**user == "u1"))
+            .count();
+        assert_eq!(got, 1, "worker {w} was told once");
+    }
+    let order: Vec<&str> = log.per_worker[0]
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Disconnect { .. } => Some("disconnect"),
+            Delivery::Done {
+                ticket,
+                result: Ok(None),
+            } if ticket.id == Some(json!(88)) => Some("done"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["disconnect", "done"]);
+}
+
 /// Every check, each on rooms of its own; no check may lead to a reset.
 pub fn all(cluster: &mut dyn Cluster) {
     one_order_per_room(cluster, "contract-order");
@@ -548,4 +649,5 @@ pub fn all(cluster: &mut dyn Cluster) {
     recovery_on_any_worker(cluster, "contract-recovery");
     replies_in_lane_order(cluster, "contract-lane");
     join_position_under_traffic(cluster, "contract-join-traffic");
+    disconnect_and_rooms_cover_every_worker(cluster, "contract-list");
 }

@@ -13,8 +13,8 @@
 
 use super::room_state::{Plan, RoomState};
 use super::{
-    ConnRef, Delivery, Engine, EngineCounts, EventKind, JoinedRoom, Key, Lane, Name, Refused, Request, RoomEvent,
-    Since, Stored, StoredMessage,
+    ConnRef, Delivery, Engine, EngineCounts, EventKind, JoinedRoom, Key, Lane, Name, Refused, Request, RoomCount,
+    RoomEvent, Since, Stored, StoredMessage, Ticket,
 };
 use crate::net::mailbox::IDLE_CAPACITY;
 use crate::runtime::{Finish, Mailbox, Workers};
@@ -35,6 +35,24 @@ pub enum Envelope {
     Store(StoreEvent),
     /// From a node's Redis thread (`crate::engine::redis`).
     Redis(crate::engine::redis::io::RedisEvent),
+    /// Worker `from` gathers every owner's rooms (`Request::Rooms`).
+    ListRooms {
+        from: usize,
+        token: u64,
+    },
+    /// One owner's part of that listing.
+    RoomList {
+        token: u64,
+        rooms: Vec<RoomCount>,
+    },
+}
+
+/// A `Rooms` request waiting for the owners' parts.
+#[derive(Debug)]
+struct Listing {
+    ticket: Ticket,
+    remaining: usize,
+    rooms: Vec<RoomCount>,
 }
 
 /// The mailboxes of all workers, one per worker.
@@ -149,6 +167,9 @@ pub struct MemoryEngine {
     outbox: Vec<Vec<Envelope>>,
     incoming: Vec<Envelope>,
     next_token: u64,
+    /// Room listings this worker asked for, by token.
+    listings: HashMap<u64, Listing>,
+    next_listing: u64,
     /// Owned rooms with members.
     occupied: usize,
     finished: bool,
@@ -171,7 +192,11 @@ impl Request {
             | Request::Typing { room, .. }
             | Request::Presence { room, .. }
             | Request::History { room, .. } => Some(room),
-            Request::UserOnline { .. } | Request::UserOffline { .. } | Request::Direct { .. } => None,
+            Request::UserOnline { .. }
+            | Request::UserOffline { .. }
+            | Request::Direct { .. }
+            | Request::Disconnect { .. }
+            | Request::Rooms { .. } => None,
         }
     }
 
@@ -179,6 +204,7 @@ impl Request {
         match self {
             Request::UserOnline { user } | Request::UserOffline { user } => Key::User(user),
             Request::Direct { to, .. } => Key::User(to),
+            Request::Disconnect { user, .. } => Key::User(user),
             other => Key::Room(other.room().map_or("", |r| r)),
         }
     }
@@ -215,7 +241,14 @@ fn refuse(from: usize, request: Request, why: Refused, out: &mut Out) {
         }
         | Request::Direct {
             ticket: Some(ticket), ..
+        }
+        | Request::Disconnect {
+            ticket: Some(ticket), ..
         } => Delivery::Done {
+            ticket,
+            result: Err(why),
+        },
+        Request::Rooms { ticket } => Delivery::Rooms {
             ticket,
             result: Err(why),
         },
@@ -238,6 +271,8 @@ impl MemoryEngine {
             outbox: (0..n).map(|_| Vec::new()).collect(),
             incoming: Vec::new(),
             next_token: 0,
+            listings: HashMap::new(),
+            next_listing: 0,
             occupied: 0,
             finished: false,
         }
@@ -290,6 +325,31 @@ impl MemoryEngine {
                 if let Some(ticket) = ticket {
                     let result = if delivered { Ok(None) } else { Err(Refused::UserOffline) };
                     out.send(from, Delivery::Done { ticket, result });
+                }
+            }
+            Request::Disconnect { user, code, ticket } => {
+                let mut out = Out {
+                    me: self.me,
+                    local,
+                    outbox: &mut self.outbox,
+                };
+                // Every worker: the directory knows only `/ws` connections,
+                // and a user's other dialects count too.
+                for worker in 0..n {
+                    let delivery = Delivery::Disconnect {
+                        user: user.clone(),
+                        code,
+                    };
+                    out.send(worker, delivery);
+                }
+                if let Some(ticket) = ticket {
+                    out.send(
+                        from,
+                        Delivery::Done {
+                            ticket,
+                            result: Ok(None),
+                        },
+                    );
                 }
             }
             room_request => {
@@ -443,9 +503,47 @@ impl MemoryEngine {
                 Envelope::Delivery(delivery) => local.push(delivery),
                 Envelope::Store(event) => self.on_store(event, local),
                 Envelope::Redis(_) => {}
+                Envelope::ListRooms { from, token } => {
+                    let rooms = self.room_counts();
+                    self.outbox[from].push(Envelope::RoomList { token, rooms });
+                }
+                Envelope::RoomList { token, rooms } => self.gathered(token, rooms, local),
             }
         }
         self.incoming = incoming;
+    }
+
+    /// This owner's rooms with members.
+    fn room_counts(&self) -> Vec<RoomCount> {
+        self.rooms
+            .iter()
+            .filter_map(|(room, slot)| {
+                let state = slot.state.as_ref().filter(|s| !s.is_empty())?;
+                Some(RoomCount {
+                    room: room.clone(),
+                    members: state.members(),
+                    users: state.user_count(),
+                })
+            })
+            .collect()
+    }
+
+    /// One owner's part of listing `token` is in; the last completes it.
+    fn gathered(&mut self, token: u64, rooms: Vec<RoomCount>, local: &mut Vec<Delivery>) {
+        let Some(listing) = self.listings.get_mut(&token) else {
+            return;
+        };
+        listing.rooms.extend(rooms);
+        listing.remaining -= 1;
+        if listing.remaining == 0
+            && let Some(mut listing) = self.listings.remove(&token)
+        {
+            listing.rooms.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+            local.push(Delivery::Rooms {
+                ticket: listing.ticket,
+                result: Ok(listing.rooms),
+            });
+        }
     }
 
     fn send_outboxes(&mut self) {
@@ -734,7 +832,11 @@ fn apply(
                 }
             }
         }
-        Request::UserOnline { .. } | Request::UserOffline { .. } | Request::Direct { .. } => {}
+        Request::UserOnline { .. }
+        | Request::UserOffline { .. }
+        | Request::Direct { .. }
+        | Request::Disconnect { .. }
+        | Request::Rooms { .. } => {}
     }
     None
 }
@@ -748,6 +850,23 @@ impl Engine for MemoryEngine {
     }
 
     fn request(&mut self, request: Request, out: &mut Vec<Delivery>) {
+        if let Request::Rooms { ticket } = request {
+            // Every owner has a part: ask each, gather in `gathered`.
+            self.next_listing += 1;
+            let token = self.next_listing;
+            let n = self.workers();
+            let listing = Listing {
+                ticket,
+                remaining: n,
+                rooms: Vec::new(),
+            };
+            self.listings.insert(token, listing);
+            for worker in (0..n).filter(|w| *w != self.me) {
+                self.outbox[worker].push(Envelope::ListRooms { from: self.me, token });
+            }
+            let rooms = self.room_counts();
+            return self.gathered(token, rooms, out);
+        }
         let owner = self.owner(request.key());
         if owner == self.me {
             self.handle(owner, request, out);
@@ -883,6 +1002,7 @@ mod tests {
         contract::replies_in_lane_order(&mut Memory::new(1), "r");
         contract::direct_across_workers(&mut Memory::new(1), "bob");
         contract::join_position_under_traffic(&mut Memory::new(1), "r");
+        contract::disconnect_and_rooms_cover_every_worker(&mut Memory::new(1), "list");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! 4. presence counts a user's connections on every worker;
 //! 5. an owner hands an event to each worker with members once;
 //! 6. direct messages reach a user's `/ws` connections on every worker;
-//! 7. what cannot be done is answered with an error, never dropped.
+//! 7. what cannot be done is answered with an error, never dropped;
+//! 8. a `Disconnect` reaches every worker, a `Rooms` listing covers every
+//!    owner.
 //!
 //! [`contract`] checks these against any implementation.
 
@@ -167,6 +169,16 @@ pub enum Request {
         event: Arc<Outgoing>,
         ticket: Option<Ticket>,
     },
+    /// Every connection of `user`, on every worker and in every dialect,
+    /// is to be closed with `code`; answered with `Done` once every worker
+    /// has been handed the `Disconnect` (the requester's own first).
+    Disconnect {
+        user: Name,
+        code: u16,
+        ticket: Option<Ticket>,
+    },
+    /// Every room with members, from every owner; answered with `Rooms`.
+    Rooms { ticket: Ticket },
 }
 
 /// Why the engine could not carry out a request.
@@ -237,6 +249,16 @@ impl RoomEvent {
     }
 }
 
+/// A room with members, as `Rooms` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomCount {
+    pub room: Name,
+    /// Connections in the room on every worker (pub/sub subscribers included).
+    pub members: u64,
+    /// Present users, each once (as `Presence` lists them).
+    pub users: u64,
+}
+
 /// What the engine gives a worker.
 #[derive(Debug)]
 pub enum Delivery {
@@ -266,7 +288,8 @@ pub enum Delivery {
         room: Name,
         result: Result<Vec<Arc<Stored>>, Refused>,
     },
-    /// The outcome of a publish (with its `seq`), typing or direct.
+    /// The outcome of a publish (with its `seq`), typing, direct or
+    /// disconnect.
     Done {
         ticket: Ticket,
         result: Result<Option<u64>, Refused>,
@@ -278,6 +301,31 @@ pub enum Delivery {
     Reset {
         room: Name,
     },
+    /// Close this worker's connections of `user` with `code`.
+    Disconnect {
+        user: Name,
+        code: u16,
+    },
+    /// Every room with members, sorted by name.
+    Rooms {
+        ticket: Ticket,
+        result: Result<Vec<RoomCount>, Refused>,
+    },
+}
+
+impl Delivery {
+    /// The ticket of a reply.
+    pub fn ticket(&self) -> Option<&Ticket> {
+        match self {
+            Delivery::Joined { ticket, .. }
+            | Delivery::Left { ticket, .. }
+            | Delivery::Presence { ticket, .. }
+            | Delivery::History { ticket, .. }
+            | Delivery::Done { ticket, .. }
+            | Delivery::Rooms { ticket, .. } => Some(ticket),
+            Delivery::Room(_) | Delivery::Direct { .. } | Delivery::Disconnect { .. } | Delivery::Reset { .. } => None,
+        }
+    }
 }
 
 /// A stream of requests that is answered in the order it was sent: the

@@ -90,6 +90,11 @@ impl RoomState {
         u64::from(self.members)
     }
 
+    /// Present users, each once.
+    pub fn user_count(&self) -> u64 {
+        self.users.len() as u64
+    }
+
     pub fn wants_roster(&self) -> bool {
         self.roster_members > 0
     }

@@ -1,7 +1,9 @@
 //! Plain HTTP on the WebSocket port: `/health`, `/stats` (JSON) and
 //! `/metrics` (Prometheus text exposition format 0.0.4); the chat page
-//! and its JavaScript client in `demo`.
+//! and its JavaScript client in `demo`; the publish API's wire format in
+//! `api`.
 
+pub mod api;
 pub mod demo;
 pub mod process;
 

@@ -2,10 +2,11 @@
 //!
 //! The loop owns sockets, buffers and time; the application owns meaning.
 //! It decides what each HTTP request gets, and reacts to messages through
-//! a `Ctx` that can send to, or close, any open connection by id.
+//! a `Ctx` that can send to, or close, any open connection by id, and
+//! answer a deferred HTTP request.
 
 use super::config::{Config, OverflowPolicy};
-use super::conn::{Conn, Phase, lookup};
+use super::conn::{Conn, Phase, Wait, lookup};
 use super::id::ConnId;
 use super::send_queue::Chunk;
 use super::shared::Shared;
@@ -14,6 +15,7 @@ use crate::protocol::deflate::SharedCompressor;
 use crate::protocol::frame::encode_server_frame;
 use crate::protocol::handshake::head::Request;
 use crate::protocol::handshake::server::Rejection;
+use crate::protocol::http1;
 use crate::protocol::{CloseCode, MessageKind};
 use slab::Slab;
 use std::net::SocketAddr;
@@ -25,10 +27,20 @@ use std::time::Instant;
 pub enum Route<S> {
     /// Upgrade to WebSocket (if the handshake is valid) with this state.
     Upgrade(S),
-    /// A complete plain HTTP response; the connection closes after it.
+    /// A complete plain HTTP response. The connection stays open for the
+    /// next request (HTTP/1.1 keep-alive) unless the response says
+    /// `Connection: close` (every `http_response` does), the client asked
+    /// for it, or the request had a body.
     Respond(Vec<u8>),
-    /// Refuse with an HTTP error (counted as a handshake failure).
+    /// Refuse with an HTTP error (counted as a handshake failure); the
+    /// connection closes after it.
     Reject(Rejection),
+    /// A plain request the application answers itself, now or later: the
+    /// loop reads its body (`Content-Length`, at most
+    /// `Config::max_body_size`; framing it refuses gets `App::http_error`),
+    /// then calls `App::on_request`, whose answer goes out with
+    /// `Ctx::respond`. Until then, later requests on the connection wait.
+    Defer,
 }
 
 /// A message prepared once for many recipients: framed at most once (and
@@ -129,6 +141,20 @@ pub trait App {
     /// more messages can be sent to it.
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, state: Self::State, reason: CloseReason);
 
+    /// A deferred request (`Route::Defer`) arrived with its body. Answer it
+    /// with `ctx.respond(id, ...)`, here or later (e.g. when another
+    /// worker's reply arrives); if the connection is gone by then, the
+    /// answer is dropped.
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, _req: &Request, _body: Vec<u8>) {
+        ctx.respond(id, Rejection::new(404, "not found").response());
+    }
+
+    /// The answer to a deferred request whose body the loop refuses to read
+    /// (`status` 400, 411, 413 or 501); the connection closes after it.
+    fn http_error(&mut self, _req: &Request, status: u16, reason: &'static str) -> Vec<u8> {
+        Rejection::new(status, reason).response()
+    }
+
     /// A connection whose messages were dropped has drained its queue.
     fn on_drained(&mut self, _ctx: &mut Ctx<'_, Self::State>, _id: ConnId, _dropped: u64) {}
 
@@ -173,6 +199,9 @@ pub struct Ctx<'a, S> {
     /// Connections that must leave the open state (overflow closes); the
     /// loop finishes them after the handler returns.
     pub(super) closing: &'a mut Vec<(ConnId, CloseCode, &'static str)>,
+    /// Deferred requests answered (`respond`), with whether the connection
+    /// closes after the answer; the loop carries on with them.
+    pub(super) answered: &'a mut Vec<(ConnId, bool)>,
     pub(super) now: Instant,
 }
 
@@ -315,6 +344,32 @@ impl<S> Ctx<'_, S> {
                 self.dirty.push(id);
             }
         }
+    }
+
+    /// Answers the deferred request the connection is waiting on (see
+    /// `Route::Defer`) with a complete HTTP response. Returns false if there
+    /// is none (the connection closed meanwhile, or was answered already).
+    pub fn respond(&mut self, id: ConnId, response: Vec<u8>) -> bool {
+        let Some(conn) = lookup(self.conns, id) else {
+            return false;
+        };
+        let Phase::Http(http) = &mut conn.phase else {
+            return false;
+        };
+        let Wait::Answer { close } = http.wait else {
+            return false;
+        };
+        http.wait = Wait::Head;
+        let close = close || http1::closes(&response);
+        let response = if close { http1::with_close(response) } else { response };
+        // Like a handshake response: never subject to the overflow policy.
+        conn.out.push(Chunk::Owned(response));
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+        self.answered.push((id, close));
+        true
     }
 
     /// Starts the close handshake with `code`.

@@ -35,8 +35,16 @@ pub struct Config {
     pub ping_rate: Option<RateLimit>,
     /// Largest HTTP request head (431 beyond).
     pub max_head_size: usize,
-    /// Time allowed for the whole upgrade request to arrive (slowloris).
+    /// Time allowed for a whole request (head and body) to arrive: the
+    /// upgrade request, or a plain request from its first byte, or from the
+    /// previous answer on a keep-alive connection (slowloris).
     pub handshake_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between plain HTTP
+    /// requests before it is closed.
+    pub keepalive_timeout: Duration,
+    /// Largest body of a deferred plain HTTP request (`Route::Defer`; the
+    /// publish API's `--max-api-body`); 413 beyond.
+    pub max_body_size: usize,
     /// A ping is sent after this long without hearing from the peer.
     pub ping_interval: Option<Duration>,
     /// A peer that has not answered a ping after this long is dropped.
@@ -82,6 +90,8 @@ impl Default for Config {
             }),
             max_head_size: 8 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(30),
+            max_body_size: 64 * 1024,
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(10),
             idle_timeout: None,

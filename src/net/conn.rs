@@ -7,15 +7,17 @@ use super::rate::TokenBucket;
 use super::send_queue::SendQueue;
 use super::transport::Transport;
 use crate::protocol::Connection;
-use crate::protocol::handshake::head::HeadReader;
+use crate::protocol::handshake::head::Request;
+use crate::protocol::http1::RequestReader;
 use slab::Slab;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Where a connection is in its life.
 pub enum Phase<S> {
-    /// Reading the HTTP request head.
-    Handshake(HeadReader),
+    /// Reading HTTP requests: the upgrade request, or plain requests one
+    /// after another on a keep-alive connection.
+    Http(Http),
     /// A WebSocket the application knows about.
     Open {
         ws: Connection,
@@ -69,7 +71,7 @@ impl<S> Conn<S> {
             id,
             socket,
             peer,
-            phase: Phase::Handshake(HeadReader::new(max_head)),
+            phase: Phase::Http(Http::new(max_head)),
             out: SendQueue::default(),
             deadline,
             want_write: false,
@@ -84,6 +86,43 @@ impl<S> Conn<S> {
             dropped: 0,
             pings: None,
         }
+    }
+}
+
+/// A connection that speaks plain HTTP (so far).
+pub struct Http {
+    pub reader: RequestReader,
+    pub wait: Wait,
+    /// Between requests on a keep-alive connection, nothing buffered: the
+    /// deadline is the keep-alive timeout, not the request timeout.
+    pub idle: bool,
+}
+
+/// What the next step of a plain-HTTP connection waits for.
+pub enum Wait {
+    /// The next request head.
+    Head,
+    /// The body of this request (for `App::on_request`).
+    Body(Box<Request>),
+    /// The body of a request already answered, to be skipped.
+    Skip,
+    /// The application's answer (`Ctx::respond`); `close`: the connection
+    /// ends after it.
+    Answer { close: bool },
+}
+
+impl Http {
+    pub fn new(max_head: usize) -> Self {
+        Http {
+            reader: RequestReader::new(max_head),
+            wait: Wait::Head,
+            idle: false,
+        }
+    }
+
+    /// Whether an answer is owed: later requests wait, unread.
+    pub fn owes_answer(&self) -> bool {
+        matches!(self.wait, Wait::Answer { .. })
     }
 }
 

@@ -8,10 +8,15 @@
 //! is backed up. A connection whose output is backed up is not read (TCP
 //! backpressure). All deadlines sit in one heap whose earliest entry is the
 //! poll timeout.
+//!
+//! Plain HTTP requests are served with keep-alive: one at a time per
+//! connection, in order (pipelined ones wait, unread, while an answer is
+//! owed), each within `handshake_timeout` of its first byte, an idle
+//! connection closed after `keepalive_timeout`.
 
 use super::app::{App, CloseReason, Ctx, Route};
 use super::config::Config;
-use super::conn::{Conn, Phase, lookup};
+use super::conn::{Conn, Phase, Wait, lookup};
 use super::heartbeat::{Action, Heartbeat, Policy};
 use super::id::{ConnId, Generations, LISTENER};
 use super::mailbox::Mailbox;
@@ -26,6 +31,7 @@ use super::transport::{Transport, tls_failure};
 use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
 use crate::protocol::handshake::server::{self as handshake, Rejection};
+use crate::protocol::http1::{self, Item};
 use crate::protocol::{CloseCode, Connection, Event, MessageKind, Role, State};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -44,6 +50,8 @@ const WAKE: Token = Token(2);
 const READ_BUF: usize = 64 * 1024;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The deadline of a connection that has no timer of its own.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Asks a running server to shut down gracefully, from any thread.
 #[derive(Clone)]
@@ -113,6 +121,9 @@ pub struct Server<A: App> {
     dirty: Vec<ConnId>,
     ready: Vec<ConnId>,
     closing: Vec<(ConnId, CloseCode, &'static str)>,
+    answered: Vec<(ConnId, bool)>,
+    /// The plain-HTTP connection whose buffered requests are being served.
+    serving: Option<ConnId>,
     accept_paused_until: Option<Instant>,
     shutdown: ShutdownHandle,
     drain_deadline: Option<Instant>,
@@ -174,6 +185,8 @@ impl<A: App> Server<A> {
             dirty: Vec::new(),
             ready: Vec::new(),
             closing: Vec::new(),
+            answered: Vec::new(),
+            serving: None,
             accept_paused_until: None,
             shutdown: ShutdownHandle {
                 flag: Arc::new(AtomicBool::new(false)),
@@ -442,6 +455,14 @@ impl<A: App> Server<A> {
     /// `ended`: the event said the peer's side is closed or failed, so the
     /// socket is read to its end even after a short read.
     fn read(&mut self, id: ConnId, now: Instant, ended: bool) {
+        // Plain requests that arrived while an answer was owed go first.
+        let buffered = self.conn(id).is_some_and(|c| match &c.phase {
+            Phase::Http(http) => !c.read_paused && !http.owes_answer() && http.reader.buffered() > 0,
+            _ => false,
+        });
+        if buffered {
+            self.serve_http(id, now);
+        }
         // The shared buffer is moved out so handlers can borrow `self`.
         let mut buf = std::mem::take(&mut self.read_buf);
         self.read_into(id, &mut buf, now, ended);
@@ -458,6 +479,12 @@ impl<A: App> Server<A> {
         loop {
             let Some(conn) = self.conn(id) else { return };
             if conn.read_paused || conn.app_paused {
+                return;
+            }
+            if let Phase::Http(http) = &conn.phase
+                && http.owes_answer()
+            {
+                // Resumed by the answer (`finish_answered`).
                 return;
             }
             if conn.out.len_bytes() >= pause_at && !matches!(conn.phase, Phase::Draining) {
@@ -502,25 +529,62 @@ impl<A: App> Server<A> {
     fn on_bytes(&mut self, id: ConnId, data: &[u8], now: Instant) {
         let Some(conn) = self.conn(id) else { return };
         match &mut conn.phase {
-            Phase::Handshake(reader) => match reader.feed_request(data) {
-                Ok(None) => {}
-                Ok(Some((request, rest))) => self.on_request(id, request, &rest, now),
-                Err(HeadError::TooLarge) => self.reject(id, Rejection::new(431, "request head too large"), now),
-                Err(HeadError::Malformed) => self.reject(id, Rejection::new(400, "malformed HTTP request"), now),
-            },
+            Phase::Http(http) => {
+                http.reader.push(data);
+                if std::mem::take(&mut http.idle) {
+                    // A new request on a keep-alive connection: it has the
+                    // request timeout to arrive, however slowly it trickles.
+                    self.set_deadline(id, now + self.config.handshake_timeout);
+                }
+                self.serve_http(id, now);
+            }
             Phase::Open { .. } | Phase::Closing(_) => self.on_frames(id, data, now),
             Phase::Draining => {}
         }
     }
 
-    fn on_request(&mut self, id: ConnId, request: Request, rest: &[u8], now: Instant) {
+    /// Serves the requests buffered on a plain-HTTP connection, in order,
+    /// until one's answer is owed, the connection leaves HTTP, or its output
+    /// backs up (reading resumes when it drains).
+    fn serve_http(&mut self, id: ConnId, now: Instant) {
+        let pause_at = self.config.read_pause_bytes;
+        let outer = self.serving.replace(id);
+        while let Some(conn) = lookup(&mut self.conns, id) {
+            let backed_up = conn.out.len_bytes() >= pause_at;
+            let Phase::Http(http) = &mut conn.phase else { break };
+            if http.owes_answer() {
+                break;
+            }
+            if backed_up {
+                conn.read_paused = true;
+                break;
+            }
+            match http.reader.next_item() {
+                Ok(None) => break,
+                Ok(Some(Item::Head(request))) => self.on_request(id, request, now),
+                Ok(Some(Item::Body(body))) => self.on_body(id, body, now),
+                Err(HeadError::TooLarge) => {
+                    self.reject(id, Rejection::new(431, "request head too large"), now);
+                    break;
+                }
+                Err(HeadError::Malformed) => {
+                    self.reject(id, Rejection::new(400, "malformed HTTP request"), now);
+                    break;
+                }
+            }
+        }
+        self.serving = outer;
+    }
+
+    fn on_request(&mut self, id: ConnId, request: Request, now: Instant) {
         let Some(peer) = self.conn(id).map(|c| c.peer) else {
             return;
         };
         let draining = self.drain_deadline.is_some();
         let state = match self.app.route(&request, peer, &self.shared, draining) {
-            Route::Respond(response) => return self.respond(id, response, now),
+            Route::Respond(response) => return self.answer(id, &request, response, now),
             Route::Reject(rejection) => return self.reject(id, rejection, now),
+            Route::Defer => return self.read_body(id, request, now),
             Route::Upgrade(_) if draining => {
                 return self.reject(id, Rejection::new(503, "server shutting down"), now);
             }
@@ -546,17 +610,112 @@ impl<A: App> Server<A> {
         let heartbeat = Heartbeat::new(now);
         let deadline = heartbeat.next_deadline(&self.heartbeat_policy());
         let Some(conn) = self.conn(id) else { return };
+        // Bytes after the head are the client's first frames.
+        let rest = match &mut conn.phase {
+            Phase::Http(http) => http.reader.take_rest(),
+            _ => Vec::new(),
+        };
         conn.phase = Phase::Open { ws, state, heartbeat };
         self.push_control(id, response);
         self.stats.connections_total.inc();
         self.stats.connections_active.inc();
         // With heartbeats off, an open connection has no deadline of its own.
-        self.set_deadline(id, deadline.unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));
+        self.set_deadline(id, deadline.unwrap_or(now + NEVER));
         self.with_ctx(now, |app, ctx| app.on_open(ctx, id));
         self.finish_closing(now);
         if !rest.is_empty() {
-            self.on_frames(id, rest, now);
+            self.on_frames(id, &rest, now);
         }
+    }
+
+    /// Queues the response to a plain request. The connection stays for the
+    /// next request unless either side closes it, or the request's body is
+    /// one the loop would not read (then where the next request starts is
+    /// unknown); a body within the limit is skipped.
+    fn answer(&mut self, id: ConnId, request: &Request, response: Vec<u8>, now: Instant) {
+        let next = match self.drain_deadline {
+            Some(_) => http1::Next::Close,
+            None => http1::after_response(request, &response, self.config.max_body_size),
+        };
+        if next == http1::Next::Close {
+            return self.respond(id, http1::with_close(response), now);
+        }
+        self.push_control(id, response);
+        if let http1::Next::Skip(len) = next
+            && let Some(conn) = self.conn(id)
+            && let Phase::Http(http) = &mut conn.phase
+        {
+            http.reader.expect_body(len);
+            http.wait = Wait::Skip;
+            return;
+        }
+        self.await_request(id, now);
+    }
+
+    /// A deferred request: its body is read next (or its framing refused).
+    fn read_body(&mut self, id: ConnId, request: Request, now: Instant) {
+        let len = match http1::body_length(&request, self.config.max_body_size) {
+            Ok(len) => len,
+            Err(err) => {
+                let response = self.app.http_error(&request, err.status(), err.reason());
+                return self.respond(id, http1::with_close(response), now);
+            }
+        };
+        if len > 0 && http1::expects_continue(&request) {
+            self.push_control(id, http1::CONTINUE.to_vec());
+        }
+        if let Some(conn) = self.conn(id)
+            && let Phase::Http(http) = &mut conn.phase
+        {
+            http.reader.expect_body(len);
+            http.wait = Wait::Body(Box::new(request));
+        }
+    }
+
+    /// A deferred request's body is in: the application answers it.
+    fn on_body(&mut self, id: ConnId, body: Vec<u8>, now: Instant) {
+        let draining = self.drain_deadline.is_some();
+        let Some(conn) = self.conn(id) else { return };
+        let Phase::Http(http) = &mut conn.phase else { return };
+        let Wait::Body(request) = std::mem::replace(&mut http.wait, Wait::Head) else {
+            // A skipped body: the request was answered already.
+            return self.await_request(id, now);
+        };
+        http.wait = Wait::Answer {
+            close: draining || http1::wants_close(&request),
+        };
+        self.with_ctx(now, |app, ctx| app.on_request(ctx, id, &request, body));
+        self.finish_closing(now);
+    }
+
+    /// Carries on with connections whose deferred requests were answered:
+    /// closes them, or serves their next request.
+    fn finish_answered(&mut self, now: Instant) {
+        while let Some((id, close)) = self.answered.pop() {
+            if close {
+                self.drain(id, now);
+                continue;
+            }
+            self.await_request(id, now);
+            // The loop serving it now goes on by itself; others are read again.
+            if self.serving != Some(id) {
+                self.ready.push(id);
+            }
+        }
+    }
+
+    /// After an answer on a keep-alive connection: the next request has the
+    /// request timeout if it has begun, the keep-alive timeout if not.
+    fn await_request(&mut self, id: ConnId, now: Instant) {
+        let (request, keepalive) = (self.config.handshake_timeout, self.config.keepalive_timeout);
+        let Some(conn) = self.conn(id) else { return };
+        let Phase::Http(http) = &mut conn.phase else { return };
+        http.idle = http.reader.buffered() == 0;
+        if http.idle {
+            http.reader.release();
+        }
+        let at = now + if http.idle { keepalive } else { request };
+        self.set_deadline(id, at);
     }
 
     /// Answers with an HTTP error and closes.
@@ -681,12 +840,14 @@ impl<A: App> Server<A> {
             dirty: &mut self.dirty,
             ready: &mut self.ready,
             closing: &mut self.closing,
+            answered: &mut self.answered,
             now,
         };
         f(&mut self.app, &mut ctx)
     }
 
-    /// Closes what the application (or an overflow) asked to close.
+    /// Closes what the application (or an overflow) asked to close, and
+    /// carries on with the HTTP requests it answered.
     fn finish_closing(&mut self, now: Instant) {
         let draining = self.drain_deadline.is_some();
         while let Some((id, code, reason)) = self.closing.pop() {
@@ -708,6 +869,9 @@ impl<A: App> Server<A> {
                 self.push_control(id, output);
                 self.leave_open(id, CloseReason::Local(code), now);
             }
+        }
+        if !self.answered.is_empty() {
+            self.finish_answered(now);
         }
     }
 
@@ -739,6 +903,11 @@ impl<A: App> Server<A> {
     }
 
     fn on_eof(&mut self, id: ConnId, now: Instant) {
+        // A peer that half-closed after its last request still gets what is
+        // queued for it, as far as the socket takes it now.
+        if self.conn(id).is_some_and(|c| !c.out.is_empty() && !c.held) {
+            self.flush(id, now);
+        }
         self.remove(id, now);
     }
 
@@ -861,8 +1030,17 @@ impl<A: App> Server<A> {
         let policy = self.heartbeat_policy();
         let Some(conn) = self.conn(id) else { return };
         match &mut conn.phase {
-            Phase::Handshake(_) => {
-                debug!("handshake timeout for {}", conn.peer);
+            Phase::Http(http) if http.owes_answer() => {
+                // The application is at work on it (the engine answers every
+                // request): the deadline waits too.
+                self.set_deadline(id, now + self.config.handshake_timeout);
+            }
+            Phase::Http(http) if http.idle => {
+                debug!("keep-alive timeout for {}", conn.peer);
+                self.remove(id, now);
+            }
+            Phase::Http(_) => {
+                debug!("request timeout for {}", conn.peer);
                 self.stats.handshake_timeouts.inc();
                 self.remove(id, now);
             }
@@ -914,6 +1092,21 @@ impl<A: App> Server<A> {
             self.closing.push((id, CloseCode::GOING_AWAY, "server shutting down"));
         }
         self.finish_closing(now);
+        // Keep-alive connections between requests end now; those with a
+        // request under way end after its answer.
+        let mut idle = Vec::new();
+        for (_, conn) in self.conns.iter_mut() {
+            if let Phase::Http(http) = &mut conn.phase {
+                match &mut http.wait {
+                    Wait::Head if http.idle => idle.push(conn.id),
+                    Wait::Answer { close } => *close = true,
+                    _ => {}
+                }
+            }
+        }
+        for id in idle {
+            self.drain(id, now);
+        }
         // Connections still waiting for a close answer must not outlive the deadline.
         let deadline = now + self.config.shutdown_timeout;
         let late: Vec<ConnId> = self

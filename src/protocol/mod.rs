@@ -4,7 +4,8 @@
 //! roles share it. Files follow the RFC's concepts: `frame` (5.2), `mask`
 //! (5.3), `utf8` (8.1), `close` (5.5.1, 7.4), `handshake` (4),
 //! `connection` (fragmentation 5.4, control frames 5.5, closing 7) and
-//! `deflate` (RFC 7692).
+//! `deflate` (RFC 7692); `http1` frames the plain HTTP requests served
+//! beside the upgrades (RFC 9112: keep-alive, pipelining, bodies).
 
 pub mod close;
 pub mod connection;
@@ -12,6 +13,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http1;
 pub mod mask;
 mod random;
 pub mod utf8;

@@ -297,7 +297,11 @@ impl Rooms {
             | Request::Publish { ticket, .. }
             | Request::Typing { ticket, .. }
             | Request::Direct { ticket, .. } => ticket.is_some(),
-            Request::Relay { .. } | Request::UserOnline { .. } | Request::UserOffline { .. } => false,
+            Request::Relay { .. }
+            | Request::UserOnline { .. }
+            | Request::UserOffline { .. }
+            | Request::Disconnect { .. }
+            | Request::Rooms { .. } => false,
         };
         if owed && let (Some(session), Some(lane)) = (ctx.state(id), lane) {
             session.sent(lane);

@@ -100,6 +100,9 @@ impl Rooms {
     }
 
     fn apply(&mut self, ctx: &mut Ctx<'_, Session>, delivery: Delivery) {
+        if self.api.owns(&delivery) {
+            return self.api_reply(ctx, delivery);
+        }
         match delivery {
             Delivery::Room(event) => self.fan_out(ctx, &event),
             Delivery::Direct { to, event } => {
@@ -177,6 +180,9 @@ impl Rooms {
                     }
                 }
             }
+            Delivery::Disconnect { user, code } => self.disconnect_local(ctx, &user, code),
+            // Only the API lists rooms (`owns` took its replies).
+            Delivery::Rooms { .. } => {}
             Delivery::Done { ticket, result } => {
                 let conn = ticket.conn;
                 match result {

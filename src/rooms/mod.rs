@@ -8,6 +8,7 @@
 //! Every room event is encoded at most once per dialect, by whichever
 //! worker first needs it, and the same bytes are queued to every recipient.
 
+mod api;
 mod commands;
 pub mod counters;
 mod deliver;
@@ -23,7 +24,7 @@ pub use counters::{RoomCounters, RoomTotals};
 pub use hooks::{Hooks, Publish};
 pub use local::Dialect;
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, Identity, ServerKeys};
 use crate::engine::memory::{EngineConfig, Envelope, Hub, MemoryEngine};
 use crate::engine::redis::{RedisConfig, RedisNode};
 use crate::engine::{Delivery, Engine, Member, Name, Request};
@@ -212,6 +213,8 @@ pub struct RoomServer {
     /// is then not used.
     pub redis: Option<RedisConfig>,
     pub hooks: Option<Arc<dyn Hooks>>,
+    /// Keys of the publish API under `/api/`; `None`: the API is off (404).
+    pub api_keys: Option<ServerKeys>,
 }
 
 impl RoomServer {
@@ -225,6 +228,7 @@ impl RoomServer {
             store: StoreKind::Memory,
             redis: None,
             hooks: None,
+            api_keys: None,
         }
     }
 
@@ -236,6 +240,12 @@ impl RoomServer {
     /// Lets `hooks` decide about joins and messages (see [`Hooks`]).
     pub fn hooks(mut self, hooks: impl Hooks) -> Self {
         self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// Turns the publish API on, for these keys.
+    pub fn api_keys(mut self, keys: ServerKeys) -> Self {
+        self.api_keys = Some(keys);
         self
     }
 
@@ -268,7 +278,6 @@ impl RoomServer {
         let plan = Plan::new(self.net, self.workers, self.accept)?;
         let n = plan.workers().count();
         let hub = Hub::new(plan.workers());
-        let auth = Arc::new(self.auth);
         let engine = EngineConfig {
             retention: self.rooms.retention(),
             // In memory the tail is the whole history; on disk, the newest part.
@@ -307,14 +316,19 @@ impl RoomServer {
                 (stores, registry, Some(sqlite))
             }
         };
+        let shared = WorkerParts {
+            config: self.rooms,
+            auth: Arc::new(self.auth),
+            registry,
+            api_keys: self.api_keys.map(Arc::new),
+            hooks: self.hooks,
+        };
         let apps = stores
             .into_iter()
             .enumerate()
             .map(|(i, store)| {
                 let engine = MemoryEngine::new(hub.clone(), i, engine, store);
-                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), Box::new(engine), registry.clone());
-                rooms.hooks = self.hooks.clone();
-                rooms
+                shared.rooms(i, Box::new(engine))
             })
             .collect();
         let mut runtime = plan.spawn(apps)?;
@@ -337,19 +351,37 @@ impl RoomServer {
         let n = plan.workers().count();
         let node = RedisNode::start(config, Hub::new(plan.workers())).map_err(std::io::Error::other)?;
         let registry = Registry::new(n, Box::new(node.health_probe()));
-        let auth = Arc::new(self.auth);
-        let apps = (0..n)
-            .map(|i| {
-                let engine = Box::new(node.engine(i));
-                let mut rooms = Rooms::new(i, self.rooms.clone(), auth.clone(), engine, registry.clone());
-                rooms.hooks = self.hooks.clone();
-                rooms
-            })
-            .collect();
+        let shared = WorkerParts {
+            config: self.rooms,
+            auth: Arc::new(self.auth),
+            registry,
+            api_keys: self.api_keys.map(Arc::new),
+            hooks: self.hooks,
+        };
+        let apps = (0..n).map(|i| shared.rooms(i, Box::new(node.engine(i)))).collect();
         let mut runtime = plan.spawn(apps)?;
         // The workers' members have left by then: the node leaves the cluster.
         runtime.after_exit(move || node.join());
         Ok(runtime)
+    }
+}
+
+/// What every worker's room layer shares, whatever the engine.
+struct WorkerParts {
+    config: RoomConfig,
+    auth: Arc<Authenticator>,
+    registry: Arc<Registry>,
+    api_keys: Option<Arc<ServerKeys>>,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl WorkerParts {
+    /// Worker `i`'s room layer over `engine`.
+    fn rooms(&self, i: usize, engine: Box<dyn Engine>) -> Rooms {
+        let mut rooms = Rooms::new(i, self.config.clone(), self.auth.clone(), engine, self.registry.clone())
+            .with_api(self.api_keys.clone());
+        rooms.hooks = self.hooks.clone();
+        rooms
     }
 }
 
@@ -377,6 +409,8 @@ pub struct Rooms {
     registry: Arc<Registry>,
     next_tick: Instant,
     hooks: Option<Arc<dyn Hooks>>,
+    /// The publish API's calls waiting for the engine.
+    api: api::Api,
 }
 
 fn now_ms() -> u64 {
@@ -412,7 +446,14 @@ impl Rooms {
             registry,
             next_tick: Instant::now() + TICK,
             hooks: None,
+            api: api::Api::default(),
         }
+    }
+
+    /// Serves the publish API with these keys (`None`: off, 404).
+    pub fn with_api(mut self, keys: Option<Arc<ServerKeys>>) -> Self {
+        self.api = api::Api::new(keys);
+        self
     }
 
     /// The member a session is, as the room's owner counts it.
@@ -508,6 +549,9 @@ impl App for Rooms {
     type State = Session;
 
     fn route(&mut self, req: &HttpRequest, peer: SocketAddr, net: &Shared, draining: bool) -> Route<Session> {
+        if self.api.enabled() && req.path().starts_with(http::api::PREFIX) {
+            return self.api_route(req, peer, draining);
+        }
         if self.config.demo
             && let Some(response) = http::demo::serve(req)
         {
@@ -578,6 +622,16 @@ impl App for Rooms {
             return Route::Reject(Rejection::new(403, "not authorized for this room"));
         }
         Route::Upgrade(Session::new(user.into(), dialect, auto_join, auth))
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, req: &HttpRequest, body: Vec<u8>) {
+        self.api_request(ctx, id, req, &body);
+    }
+
+    fn http_error(&mut self, req: &HttpRequest, status: u16, reason: &'static str) -> Vec<u8> {
+        // Only API requests are deferred, so only they reach here.
+        let _ = req;
+        http::api::ApiError::framing(status, reason).response()
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId) {

@@ -31,7 +31,7 @@ use super::script::{Caller, Epochs, Target, shard_of};
 use crate::engine::memory::{Envelope, Hub};
 use crate::engine::{
     Delivery, Engine, EngineCounts, EventKind, JoinedRoom, Key, Lane, Member, Name, Position, Refused, Request,
-    RoomEvent, Stored, Ticket,
+    RoomCount, RoomEvent, Stored, Ticket,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -82,6 +82,22 @@ enum Pending {
     Resync {
         room: Name,
     },
+    Disconnect {
+        ticket: Ticket,
+    },
+    /// One shard's part of listing `token`.
+    Rooms {
+        token: u64,
+    },
+}
+
+/// A `Rooms` request waiting for every shard's part.
+#[derive(Debug)]
+struct Listing {
+    ticket: Ticket,
+    remaining: usize,
+    rooms: Vec<RoomCount>,
+    failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -289,6 +305,8 @@ pub struct RedisEngine {
     outbox: Vec<ToIo>,
     incoming: Vec<Envelope>,
     epochs: Epochs,
+    listings: HashMap<u64, Listing>,
+    next_listing: u64,
 }
 
 fn ints(v: &Value, n: usize) -> Option<Vec<i64>> {
@@ -304,6 +322,24 @@ fn entries(room: &str, v: Option<&Value>) -> Option<Vec<Arc<Stored>>> {
     v?.as_array()?
         .iter()
         .map(|e| events::stored(room, e.as_bytes()?))
+        .collect()
+}
+
+/// `room.lua` `rooms`' flat reply: room, members, users, ...
+fn room_counts(v: &Value) -> Option<Vec<RoomCount>> {
+    let items = v.as_array()?;
+    if items.len() % 3 != 0 {
+        return None;
+    }
+    items
+        .chunks(3)
+        .map(|t| {
+            Some(RoomCount {
+                room: t[0].as_str()?.into(),
+                members: u64::try_from(t[1].as_int()?).ok()?,
+                users: u64::try_from(t[2].as_int()?).ok()?,
+            })
+        })
         .collect()
 }
 
@@ -331,6 +367,8 @@ impl RedisEngine {
             outbox: Vec::new(),
             incoming: Vec::new(),
             epochs: Epochs::new(),
+            listings: HashMap::new(),
+            next_listing: 0,
         }
     }
 
@@ -380,7 +418,7 @@ impl RedisEngine {
         format!("{}.{}.{}.{}", self.common.node, self.me, conn.index, conn.generation)
     }
 
-    fn handle(&mut self, request: Request) {
+    fn handle(&mut self, request: Request, out: &mut Vec<Delivery>) {
         let me = self.me.to_string();
         let flag = |b: bool| if b { "1" } else { "0" };
         match request {
@@ -550,6 +588,81 @@ impl RedisEngine {
                     self.expect(shard, Pending::Direct { ticket });
                 }
             }
+            Request::Disconnect { user, code, ticket } => {
+                // This node's workers are told here (this one first), the
+                // other live nodes through their channels.
+                for w in 0..self.hub.workers() {
+                    let delivery = Delivery::Disconnect {
+                        user: user.clone(),
+                        code,
+                    };
+                    if w == self.me {
+                        out.push(delivery);
+                    } else {
+                        self.hub.mailbox(w).send(Envelope::Delivery(delivery));
+                    }
+                }
+                let shard = self.user_shard(&user);
+                let code = code.to_string();
+                self.cmd(
+                    shard,
+                    "disconnect",
+                    &[user.as_bytes(), code.as_bytes()],
+                    ticket.is_some(),
+                );
+                if let Some(ticket) = ticket {
+                    self.expect(shard, Pending::Disconnect { ticket });
+                }
+            }
+            Request::Rooms { ticket } => {
+                // Rooms are sharded: every shard lists its own.
+                self.next_listing += 1;
+                let token = self.next_listing;
+                let listing = Listing {
+                    ticket,
+                    remaining: self.shard_count(),
+                    rooms: Vec::new(),
+                    failed: false,
+                };
+                self.listings.insert(token, listing);
+                for shard in 0..self.shard_count() {
+                    self.cmd(shard, "rooms", &[], true);
+                    self.expect(shard, Pending::Rooms { token });
+                }
+            }
+        }
+    }
+
+    /// One shard's part of a `Rooms` listing; the last completes it.
+    fn listed(&mut self, token: u64, result: Result<Value, String>, out: &mut Vec<Delivery>) {
+        let Some(listing) = self.listings.get_mut(&token) else {
+            return;
+        };
+        match result.as_ref().map(room_counts) {
+            Ok(Some(rooms)) => listing.rooms.extend(rooms),
+            Ok(None) => {
+                log::debug!("redis: a rooms reply that is not (room, members, users) triples");
+                listing.failed = true;
+            }
+            Err(e) => {
+                log::debug!("redis: {e}");
+                listing.failed = true;
+            }
+        }
+        listing.remaining -= 1;
+        if listing.remaining == 0
+            && let Some(mut listing) = self.listings.remove(&token)
+        {
+            let result = if listing.failed {
+                Err(Refused::Unavailable)
+            } else {
+                listing.rooms.sort_unstable_by(|a, b| a.room.cmp(&b.room));
+                Ok(listing.rooms)
+            };
+            out.push(Delivery::Rooms {
+                ticket: listing.ticket,
+                result,
+            });
         }
     }
 
@@ -670,6 +783,15 @@ impl RedisEngine {
                 again,
             } => self.on_joined(room, ticket, member, again, result, out),
             Pending::Resync { room } => self.on_resync(room, result, out),
+            Pending::Disconnect { ticket } => {
+                let result = match result.as_ref().map(Value::as_int) {
+                    Ok(Some(_)) => Ok(None),
+                    Ok(None) => refused("a disconnect reply without its count"),
+                    Err(e) => refused(e),
+                };
+                out.push(Delivery::Done { ticket, result });
+            }
+            Pending::Rooms { token } => self.listed(token, result, out),
             Pending::Direct { ticket } => {
                 let result = match result.as_ref().map(Value::as_int) {
                     Ok(Some(n)) if n > 0 => Ok(None),
@@ -900,8 +1022,11 @@ impl RedisEngine {
         mailbox.take(&mut self.incoming);
         let mut incoming = std::mem::take(&mut self.incoming);
         for envelope in incoming.drain(..) {
-            if let Envelope::Redis(event) = envelope {
-                self.on_mail(event, out);
+            match envelope {
+                Envelope::Redis(event) => self.on_mail(event, out),
+                // A `Disconnect` from this node's worker or from its channel.
+                Envelope::Delivery(delivery) => out.push(delivery),
+                _ => {}
             }
         }
         self.incoming = incoming;
@@ -935,8 +1060,8 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn request(&mut self, request: Request, _out: &mut Vec<Delivery>) {
-        self.handle(request);
+    fn request(&mut self, request: Request, out: &mut Vec<Delivery>) {
+        self.handle(request, out);
     }
 
     fn poll(&mut self, out: &mut Vec<Delivery>) {

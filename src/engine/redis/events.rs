@@ -1,7 +1,8 @@
 //! What arrives on the channels: a room's events ("EV EPOCH KIND SKIP
-//! BODY", written by `room.lua`'s `emit`) and a node's direct messages
-//! ("W1,W2 USER EVENT"). Each is parsed once per node by the Redis thread
-//! into the shared value every worker with members delivers.
+//! BODY", written by `room.lua`'s `emit`) and a node's messages: direct
+//! messages ("W1,W2 USER EVENT") and disconnects ("! CODE USER"). Each is
+//! parsed once per node by the Redis thread into the shared value every
+//! worker it is for delivers.
 
 use crate::engine::{ConnRef, EventKind, Name, RoomEvent, Stored, StoredMessage};
 use crate::net::{ConnId, Outgoing};
@@ -113,16 +114,40 @@ pub fn room_event(room: &Name, payload: &[u8], node: &str, epochs: &mut HashMap<
     })
 }
 
-/// A direct message for this node: the workers it is for, the user, and
-/// the encoded event.
-pub fn direct(payload: &[u8]) -> Option<(Vec<usize>, Name, Arc<Outgoing>)> {
-    let (workers, rest) = split_word(payload)?;
+/// What a node's channel carries.
+#[derive(Debug)]
+pub enum NodeMessage {
+    /// An encoded direct event for `to`'s connections on these workers.
+    Direct {
+        workers: Vec<usize>,
+        to: Name,
+        event: Arc<Outgoing>,
+    },
+    /// Every connection of `user` on this node is to be closed with `code`.
+    Disconnect { user: Name, code: u16 },
+}
+
+/// A message of this node's channel.
+pub fn node_message(payload: &[u8]) -> Option<NodeMessage> {
+    let (first, rest) = split_word(payload)?;
+    if first == b"!" {
+        let (code, user) = split_word(rest)?;
+        let code = text(code)?.parse().ok()?;
+        return Some(NodeMessage::Disconnect {
+            user: text(user)?.into(),
+            code,
+        });
+    }
     let (user, event) = split_word(rest)?;
-    let workers = text(workers)?
+    let workers = text(first)?
         .split(',')
         .map(|w| w.parse().ok())
         .collect::<Option<Vec<usize>>>()?;
-    Some((workers, text(user)?.into(), Arc::new(Outgoing::text(event.to_vec()))))
+    Some(NodeMessage::Direct {
+        workers,
+        to: text(user)?.into(),
+        event: Arc::new(Outgoing::text(event.to_vec())),
+    })
 }
 
 #[cfg(test)]
@@ -172,11 +197,19 @@ mod tests {
         for bad in [&b""[..], b"x e1 j - a", b"1 e1 q - a", b"1 e1 m - {", b"1 e1"] {
             assert!(room_event(&room, bad, "n1", &mut epochs).is_none(), "{bad:?}");
         }
-        let (workers, user, event) = direct(b"0,2 bob {\"type\":\"direct\"}").unwrap();
-        assert_eq!(
-            (workers, &*user, event.payload()),
-            (vec![0, 2], "bob", &b"{\"type\":\"direct\"}"[..])
-        );
-        assert!(direct(b"x bob e").is_none());
+        match node_message(b"0,2 bob {\"type\":\"direct\"}") {
+            Some(NodeMessage::Direct { workers, to, event }) => assert_eq!(
+                (workers, &*to, event.payload()),
+                (vec![0, 2], "bob", &b"{\"type\":\"direct\"}"[..])
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            node_message(b"! 4001 al ice"),
+            Some(NodeMessage::Disconnect { user, code: 4001 }) if &*user == "al ice"
+        ));
+        for bad in [&b"x bob e"[..], b"! 4001", b"! x bob", b"! 70000 bob", b"0,2 bob"] {
+            assert!(node_message(bad).is_none(), "{bad:?}");
+        }
     }
 }

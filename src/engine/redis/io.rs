@@ -18,13 +18,13 @@
 //! parses each event once for all workers (the same `Arc` goes to each
 //! worker with members, one hand-off per worker per event).
 
-use super::events::{self, Placed};
+use super::events::{self, NodeMessage, Placed};
 use super::link::Link;
 use super::resp::{self, Value};
 use super::script::{self, Caller, Epochs, Target};
 use super::url::RedisUrl;
-use crate::engine::Name;
 use crate::engine::memory::{Envelope, Hub};
+use crate::engine::{Delivery, Name};
 use crate::net::{Mailbox, Outgoing};
 use log::{debug, error, info, warn};
 use mio::{Events, Poll, Token};
@@ -729,9 +729,9 @@ impl Io {
         };
         let shard = &self.shards[s];
         if channel == shard.inbox.as_slice() {
-            match events::direct(payload) {
-                Some((workers, to, event)) => {
-                    let n = self.outbox.len();
+            let n = self.outbox.len();
+            match events::node_message(payload) {
+                Some(NodeMessage::Direct { workers, to, event }) => {
                     for w in workers.into_iter().filter(|w| *w < n) {
                         self.outbox[w].push(Envelope::Redis(RedisEvent::Direct {
                             to: to.clone(),
@@ -739,7 +739,16 @@ impl Io {
                         }));
                     }
                 }
-                None => warn!("redis {}: an unreadable direct message", shard.url),
+                Some(NodeMessage::Disconnect { user, code }) => {
+                    for outbox in &mut self.outbox {
+                        let delivery = Delivery::Disconnect {
+                            user: user.clone(),
+                            code,
+                        };
+                        outbox.push(Envelope::Delivery(delivery));
+                    }
+                }
+                None => warn!("redis {}: an unreadable message on the node's channel", shard.url),
             }
             return;
         }

@@ -13,7 +13,8 @@
 --   rc:nodes         zset  NODE -> the time (ms) by which it must beat again
 --
 -- Channels: CH..'r:'..R carries a room's events, CH..'n:'..NODE a node's
--- direct messages. A room event is "EV EPOCH KIND SKIP BODY".
+-- direct messages ("W,W USER EVENT") and disconnects ("! CODE USER"). A
+-- room event is "EV EPOCH KIND SKIP BODY".
 
 local op = ARGV[1]
 local CH = ARGV[2]
@@ -334,6 +335,38 @@ elseif op == 'direct' then
     end
   end
   return sent
+
+elseif op == 'disconnect' then
+  -- user, close code: to every other live node (the caller closes its
+  -- own node's connections itself); returns how many were told
+  local sent = 0
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', 'rc:nodes', NOW, '+inf')) do
+    if node ~= NODE then
+      redis.call('PUBLISH', CH .. 'n:' .. node, '! ' .. ARGV[10] .. ' ' .. ARGV[9])
+      sent = sent + 1
+    end
+  end
+  return sent
+
+elseif op == 'rooms' then
+  -- every room of this server with members on any node: room, members,
+  -- present users, ... (a scan of the rooms with members, for the API)
+  local seen, out = {}, {}
+  for _, node in ipairs(redis.call('ZRANGE', 'rc:nodes', 0, -1)) do
+    for _, room in ipairs(redis.call('SMEMBERS', 'rc:n:' .. node .. ':r')) do
+      if not seen[room] then
+        seen[room] = true
+        local pk = K(room) .. ':u'
+        local members = num(pk, '#n')
+        if members > 0 then
+          out[#out + 1] = room
+          out[#out + 1] = members
+          out[#out + 1] = #users_of(room)
+        end
+      end
+    end
+  end
+  return out
 
 elseif op == 'resync' then
   -- room, worker, members, chat members, last seq seen, its epoch, then

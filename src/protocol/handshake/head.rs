@@ -97,6 +97,31 @@ pub enum HeadError {
     Malformed,
 }
 
+/// Parses the request head at the start of `buf`: the request and the
+/// head's length once it is complete, `None` while it may still be (with
+/// the bytes so far within `max_len`). The one parser of request heads:
+/// `HeadReader` and `http1::RequestReader` both use it.
+pub fn parse_request(buf: &[u8], max_len: usize) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max_len => {
+            let request = Request {
+                method: req.method.unwrap_or_default().to_owned(),
+                target: req.path.unwrap_or_default().to_owned(),
+                version: req.version.unwrap_or(1),
+                headers: Headers::from_parsed(req.headers),
+            };
+            Ok(Some((request, len)))
+        }
+        Ok(httparse::Status::Complete(_)) => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > max_len => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
 /// Accumulates the bytes of one message head.
 #[derive(Debug)]
 pub struct HeadReader {
@@ -130,23 +155,7 @@ impl HeadReader {
         if !self.push(data) {
             return self.check_size().map(|_| None);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.buf) {
-            Ok(httparse::Status::Complete(len)) if len <= self.max_len => {
-                let request = Request {
-                    method: req.method.unwrap_or_default().to_owned(),
-                    target: req.path.unwrap_or_default().to_owned(),
-                    version: req.version.unwrap_or(1),
-                    headers: Headers::from_parsed(req.headers),
-                };
-                Ok(Some((request, self.buf[len..].to_vec())))
-            }
-            Ok(httparse::Status::Complete(_)) => Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) => self.check_size().map(|_| None),
-            Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
-            Err(_) => Err(HeadError::Malformed),
-        }
+        Ok(parse_request(&self.buf, self.max_len)?.map(|(request, len)| (request, self.buf[len..].to_vec())))
     }
 
     /// Feeds bytes of a response; as `feed_request`.
