@@ -190,12 +190,16 @@ def test_server_restart_under_a_connected_page(server, new_page):
     expect(state(alice)).to_have_attribute("data-state", "live")
     expect(state(bob)).to_have_attribute("data-state", "live")
 
-    # Each page reports what the reconnect recovered. The in-memory history is gone:
-    # the server's new epoch (or, from a server without epochs, its seq back at 0)
-    # says so, and the page reloads the room. With durable history nothing is lost.
+    # Each page reports what the reconnect recovered, and every answer must be honest.
+    # In-memory history is gone: the new epoch (or, without epochs, seq back at 0) says
+    # so. The default SQLite store commits in batches, so SIGKILL may cut the batch not
+    # yet committed (at most --store-flush-ms of it): the room's seq reservation is then
+    # ahead of its last stored message and the server says recovered: false (a history
+    # gap). Either way the page reloads the room; when the kill came after the commit,
+    # nothing was missed.
     outcome = re.compile(
         r"^Reconnect: #lobby: (recovered 0 missed messages"
-        r"|not recovered \((epoch changed|server history reset)\), history reloaded)$"
+        r"|not recovered \((epoch changed|server history reset|history gap)\), history reloaded)$"
     )
     stored = stored_messages(new_page(), srv, "lobby")
     for page in (alice, bob):
@@ -207,7 +211,7 @@ def test_server_restart_under_a_connected_page(server, new_page):
             expect(message(page, "before the restart")).to_have_count(1)
     expect(user(alice, "bob")).to_be_visible()
     expect(user(bob, "alice")).to_be_visible()
-    # The room's numbers restarted at 1: new messages must not be taken for old ones.
+    # Whatever the room's numbers are now, new messages must not be taken for old ones.
     say(alice, "after the restart")
     expect(message(bob, "after the restart")).to_have_count(1)
     expect(message(alice, "after the restart")).to_have_count(1)
