@@ -4,12 +4,13 @@
 //! three bytes of an unfinished code point between pieces and reports an
 //! error at the first byte that can never start or continue valid UTF-8, so a
 //! connection fails as soon as the bad byte arrives, before the rest of the
-//! frame does. std's validator gives exactly this: `error_len() == None`
-//! means "valid so far, but truncated".
+//! frame does. `simdutf8`'s `compat` validator gives exactly this, as std's
+//! does (`error_len() == None` means "valid so far, but truncated"), several
+//! times faster on ASCII and about ten times on other text (benches/utf8.rs).
 
 /// Validates a whole message at once.
 pub fn validate(bytes: &[u8]) -> Result<(), InvalidUtf8> {
-    std::str::from_utf8(bytes).map(|_| ()).map_err(|_| InvalidUtf8)
+    simdutf8::basic::from_utf8(bytes).map(|_| ()).map_err(|_| InvalidUtf8)
 }
 
 /// Validation state for one text message.
@@ -49,7 +50,7 @@ impl Utf8Validator {
                 }
             }
         }
-        match std::str::from_utf8(input) {
+        match simdutf8::compat::from_utf8(input) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_some() => Err(InvalidUtf8),
             Err(e) => {
@@ -99,6 +100,35 @@ mod tests {
             let expected = std::str::from_utf8(sample).is_ok();
             for piece in 1..=sample.len() {
                 assert_eq!(valid_in_pieces(sample, piece).is_ok(), expected, "{sample:?} / {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_std_around_vector_boundaries() {
+        // Long ASCII runs with one non-ASCII sequence (valid or not) at
+        // every position across the validator's 64-byte blocks.
+        let inserts: &[&[u8]] = &[
+            "é".as_bytes(),
+            "𝄞".as_bytes(),
+            b"\x80",
+            b"\xe2\x82",
+            b"\xed\xa0\x80",
+            b"\x7f",
+        ];
+        for insert in inserts {
+            for at in 0..=140 {
+                let mut bytes = vec![b'a'; 140];
+                bytes.splice(at..at, insert.iter().copied());
+                let expected = std::str::from_utf8(&bytes).is_ok();
+                assert_eq!(validate(&bytes).is_ok(), expected, "{insert:?} at {at}");
+                for piece in [1, 7, 63, 64, 65, bytes.len()] {
+                    assert_eq!(
+                        valid_in_pieces(&bytes, piece).is_ok(),
+                        expected,
+                        "{insert:?} at {at} / {piece}"
+                    );
+                }
             }
         }
     }
