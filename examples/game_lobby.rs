@@ -78,8 +78,8 @@ impl App for Lobby {
         self.changed(ctx);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, String>, id: ConnId, kind: MessageKind, data: Vec<u8>) {
-        let ready = match (kind, data.as_slice()) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, String>, id: ConnId, kind: MessageKind, data: &[u8]) {
+        let ready = match (kind, data) {
             (MessageKind::Text, b"ready") => true,
             (MessageKind::Text, b"unready") => false,
             _ => {

@@ -392,9 +392,9 @@ impl App for Fragile {
 
     fn on_open(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId) {}
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, id: ConnId, kind: MessageKind, data: Vec<u8>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, id: ConnId, kind: MessageKind, data: &[u8]) {
         assert!(data != b"boom", "a bug in the application");
-        ctx.send(id, kind, &data);
+        ctx.send(id, kind, data);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId, _state: (), _reason: CloseReason) {}

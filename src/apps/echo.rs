@@ -44,8 +44,8 @@ impl App for Echo {
 
     fn on_open(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId) {}
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, id: ConnId, kind: MessageKind, data: Vec<u8>) {
-        ctx.send(id, kind, &data);
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, id: ConnId, kind: MessageKind, data: &[u8]) {
+        ctx.send(id, kind, data);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId, _state: (), _reason: CloseReason) {}

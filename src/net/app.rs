@@ -8,7 +8,7 @@
 use super::config::{Config, OverflowPolicy};
 use super::conn::{Conn, Phase, Wait, lookup};
 use super::id::ConnId;
-use super::send_queue::Chunk;
+use super::send_queue::{BufPool, Chunk};
 use super::shared::Shared;
 use super::stats::Stats;
 use crate::protocol::deflate::SharedCompressor;
@@ -134,8 +134,9 @@ pub trait App {
     /// A WebSocket connection opened.
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId);
 
-    /// A complete message arrived.
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, kind: MessageKind, data: Vec<u8>);
+    /// A complete message arrived. `data` is borrowed from the read buffer
+    /// (unmasked in place, no copy): copy what must outlive the call.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::State>, id: ConnId, kind: MessageKind, data: &[u8]);
 
     /// The connection left the open state; `state` is its final state. No
     /// more messages can be sent to it.
@@ -202,6 +203,8 @@ pub struct Ctx<'a, S> {
     /// Deferred requests answered (`respond`), with whether the connection
     /// closes after the answer; the loop carries on with them.
     pub(super) answered: &'a mut Vec<(ConnId, bool)>,
+    /// The worker's spare output buffers.
+    pub(super) pool: &'a mut BufPool,
     pub(super) now: Instant,
 }
 
@@ -236,20 +239,26 @@ impl<S> Ctx<'_, S> {
 
     /// Frames and queues a message (compressed if negotiated).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
-        let Some(conn) = self.open_conn(id) else {
-            return Sent::Closed;
-        };
-        let Phase::Open { ws, .. } = &mut conn.phase else {
-            return Sent::Closed;
-        };
-        ws.send(kind, data);
-        let frame = ws.take_output();
-        self.enqueue(id, Chunk::Owned(frame))
+        self.enqueue(id, |conn, pool| {
+            let Phase::Open { ws, .. } = &mut conn.phase else {
+                return 0;
+            };
+            if ws.has_output() {
+                // What the protocol wrote by itself goes first.
+                conn.out.push(Chunk::Owned(ws.take_output()));
+            }
+            let before = conn.out.len_bytes();
+            conn.out.append_frame(pool, |tail| ws.send_into(kind, data, tail));
+            conn.out.len_bytes() - before
+        })
     }
 
     /// Queues an already framed message shared among many connections.
     pub fn send_shared(&mut self, id: ConnId, frame: &Arc<[u8]>) -> Sent {
-        self.enqueue(id, Chunk::Shared(frame.clone()))
+        self.enqueue(id, |conn, pool| {
+            conn.out.push_shared(frame, pool);
+            frame.len()
+        })
     }
 
     /// Queues a prepared message: the shared plain frame; the shared
@@ -269,7 +278,9 @@ impl<S> Ctx<'_, S> {
         }
     }
 
-    fn enqueue(&mut self, id: ConnId, chunk: Chunk) -> Sent {
+    /// Queues what `queue` adds to an open connection's output (returning
+    /// the bytes added), unless the overflow policy says otherwise.
+    fn enqueue(&mut self, id: ConnId, queue: impl FnOnce(&mut Conn<S>, &mut BufPool) -> usize) -> Sent {
         let limit = self.config.max_send_queue;
         let overflow = self.config.overflow;
         let Some(conn) = lookup(self.conns, id).filter(|c| matches!(c.phase, Phase::Open { .. })) else {
@@ -294,9 +305,8 @@ impl<S> Ctx<'_, S> {
                 }
             };
         }
-        let before = conn.out.len_bytes();
-        conn.out.push(chunk);
-        self.stats.queued(conn.out.len_bytes() - before);
+        let added = queue(conn, self.pool);
+        self.stats.queued(added);
         self.stats.messages_out.inc();
         if !conn.dirty {
             conn.dirty = true;

@@ -1,15 +1,25 @@
 //! The per-connection output queue.
 //!
-//! Frames are queued whole, either owned or shared: a room broadcast is
-//! framed once and the same reference-counted bytes sit in every member's
-//! queue. Writes are vectored over the front of the queue and may be
-//! partial. The byte count is what backpressure policies look at.
+//! Frames the application sends are written straight into the queue's
+//! `tail` buffer, back to back, so the messages of one loop turn leave in
+//! one slice of one `writev` and cost no allocation: the tail comes from
+//! the worker's [`BufPool`] when the first frame is queued and goes back
+//! when the queue drains, so an idle connection holds no buffer. Room
+//! broadcasts are framed once and shared: a small one is copied into the
+//! tail (cheaper than a reference count and an iovec of its own) while the
+//! queue is short; a large one, or any once the queue has backed up, is
+//! queued by reference, so a slow member costs what it always did. Other
+//! bytes (handshake and HTTP responses, pongs, close frames) are queued
+//! whole as chunks of their own. Writes are vectored over the front of the
+//! queue and may be partial. The byte count is what backpressure policies
+//! look at.
 
+use crate::protocol::frame::parse_header;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-/// One queued frame (or several frames written back to back).
+/// One queued run of bytes, written whole before the next.
 #[derive(Clone, Debug)]
 pub enum Chunk {
     Owned(Vec<u8>),
@@ -28,12 +38,79 @@ impl Chunk {
 /// How many slices one `writev` call takes at most.
 const MAX_IOV: usize = 64;
 
+/// A shared frame up to this size is copied into the tail...
+const COPY_SHARED_UP_TO: usize = 1024;
+/// ...while fewer bytes than this are queued.
+const COPY_WHILE_QUEUED_BELOW: usize = 16 * 1024;
+
+/// Emptied output buffers a worker hands from connection to connection.
+#[derive(Debug, Default)]
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+    /// What `free` costs: the buffers' capacity and their handles.
+    bytes: usize,
+    /// How many buffers at the bottom of `free` no `take` has reached since
+    /// the last `trim`: what the worker did not need for a whole period.
+    idle: usize,
+}
+
+/// What a pool keeps at most: enough for every member of a large room to
+/// get a buffer in one loop turn, bounded per worker.
+const POOL_BYTES: usize = 2 * 1024 * 1024;
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+
+impl BufPool {
+    fn take(&mut self) -> Vec<u8> {
+        let Some(buf) = self.free.pop() else {
+            return Vec::new();
+        };
+        self.bytes -= cost(&buf);
+        self.idle = self.idle.min(self.free.len());
+        buf
+    }
+
+    /// Frees the buffers that sat unused since the last call (the loop's
+    /// housekeeping calls it once a second), so memory a burst needed goes
+    /// back once the burst is over.
+    pub fn trim(&mut self) {
+        for buf in self.free.drain(..self.idle) {
+            self.bytes -= cost(&buf);
+        }
+        self.free.shrink_to(self.free.len() * 2);
+        self.idle = self.free.len();
+    }
+
+    /// Whether any buffer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
+
+    fn put(&mut self, mut buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity > 0 && capacity <= POOL_MAX_CAPACITY && self.bytes + cost(&buf) <= POOL_BYTES {
+            buf.clear();
+            self.bytes += cost(&buf);
+            self.free.push(buf);
+        }
+    }
+}
+
+/// The memory a pooled buffer holds, its slot in the pool included (many
+/// small buffers must not hide behind their capacities).
+fn cost(buf: &Vec<u8>) -> usize {
+    buf.capacity() + std::mem::size_of::<Vec<u8>>()
+}
+
 #[derive(Debug, Default)]
 pub struct SendQueue {
+    /// Queued before `tail`, front first.
     chunks: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
+    /// The newest frames, after every chunk; whole WebSocket frames only.
+    tail: Vec<u8>,
+    /// Bytes of the front (the first chunk, or the tail when there is
+    /// none) already written.
     written: usize,
-    /// Bytes waiting, across all chunks.
+    /// Bytes waiting, across chunks and tail.
     queued: usize,
 }
 
@@ -46,40 +123,66 @@ impl SendQueue {
         self.queued == 0
     }
 
+    /// Queues bytes as a chunk of their own.
     pub fn push(&mut self, chunk: Chunk) {
         let len = chunk.bytes().len();
         if len > 0 {
+            self.seal_tail();
             self.queued += len;
             self.chunks.push_back(chunk);
         }
     }
 
+    /// Queues a shared frame: copied into the tail when small and the queue
+    /// short, by reference otherwise.
+    pub fn push_shared(&mut self, frame: &Arc<[u8]>, pool: &mut BufPool) {
+        if frame.len() <= COPY_SHARED_UP_TO && self.queued < COPY_WHILE_QUEUED_BELOW {
+            self.append_frame(pool, |tail| tail.extend_from_slice(frame));
+        } else {
+            self.push(Chunk::Shared(frame.clone()));
+        }
+    }
+
+    /// Appends to the tail what `write` writes there: whole frames only
+    /// (`drop_unsent` finds their boundaries). Returns the bytes added.
+    pub fn append_frame(&mut self, pool: &mut BufPool, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        if self.tail.capacity() == 0 {
+            self.tail = pool.take();
+        }
+        let before = self.tail.len();
+        write(&mut self.tail);
+        let added = self.tail.len() - before;
+        self.queued += added;
+        added
+    }
+
     /// Writes as much as the socket takes. Returns the bytes written;
     /// `WouldBlock` stops the loop without error.
-    pub fn write_to<W: Write>(&mut self, out: &mut W) -> io::Result<usize> {
+    pub fn write_to<W: Write>(&mut self, out: &mut W, pool: &mut BufPool) -> io::Result<usize> {
         let mut total = 0;
-        while !self.chunks.is_empty() {
+        while self.queued > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
-                let bytes = chunk.bytes();
-                slices[n] = IoSlice::new(if i == 0 { &bytes[self.written..] } else { bytes });
+            let runs = self.chunks.iter().map(Chunk::bytes).chain(Some(self.tail.as_slice()));
+            for bytes in runs.filter(|b| !b.is_empty()).take(MAX_IOV) {
+                slices[n] = IoSlice::new(if n == 0 { &bytes[self.written..] } else { bytes });
                 n += 1;
             }
             match out.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     total += written;
-                    self.consume(written);
+                    self.consume(written, pool);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.chunks.is_empty() {
-            // Release the ring's memory once idle: most connections are idle.
+        if self.queued == 0 {
+            // Most connections are idle: they hold no buffer.
             self.chunks = VecDeque::new();
+            pool.put(std::mem::take(&mut self.tail));
         }
         Ok(total)
     }
@@ -87,24 +190,61 @@ impl SendQueue {
     /// Drops every frame not yet started (a frame partly written must be
     /// finished: the peer is inside it). Returns the bytes dropped.
     pub fn drop_unsent(&mut self) -> usize {
-        let keep = usize::from(self.written > 0).min(self.chunks.len());
-        let dropped: usize = self.chunks.drain(keep..).map(|c| c.bytes().len()).sum();
-        self.queued -= dropped;
-        dropped
+        let before = self.queued;
+        if self.written > 0 && !self.chunks.is_empty() {
+            self.chunks.truncate(1);
+            self.tail.clear();
+        } else {
+            let keep = if self.written > 0 {
+                self.end_of_frame_at(self.written)
+            } else {
+                0
+            };
+            self.chunks.clear();
+            self.tail.truncate(keep);
+        }
+        self.queued = self.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() + self.tail.len() - self.written;
+        before - self.queued
     }
 
-    fn consume(&mut self, mut n: usize) {
+    /// Where the tail's frame that holds byte `at` ends.
+    fn end_of_frame_at(&self, at: usize) -> usize {
+        let mut end = 0;
+        while end < at {
+            match parse_header(&self.tail[end..]) {
+                Ok(Some((header, len))) => end += len + header.payload_len as usize,
+                // Only whole frames are appended: unreachable, but keep it all.
+                _ => return self.tail.len(),
+            }
+        }
+        end.min(self.tail.len())
+    }
+
+    /// The tail, once a chunk must follow it, becomes a chunk itself.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(Chunk::Owned(std::mem::take(&mut self.tail)));
+        }
+    }
+
+    fn consume(&mut self, mut n: usize, pool: &mut BufPool) {
         self.queued -= n;
         while n > 0 {
-            let front = self.chunks.front().expect("written bytes were queued").bytes().len();
+            let front = match self.chunks.front() {
+                Some(chunk) => chunk.bytes().len(),
+                None => self.tail.len(),
+            };
             let left = front - self.written;
-            if n >= left {
-                n -= left;
-                self.written = 0;
-                self.chunks.pop_front();
-            } else {
+            if n < left {
                 self.written += n;
-                n = 0;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            match self.chunks.pop_front() {
+                Some(Chunk::Owned(buf)) => pool.put(buf),
+                Some(Chunk::Shared(_)) => {}
+                None => self.tail.clear(),
             }
         }
     }
@@ -113,6 +253,35 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::{Opcode, encode_server_frame};
+
+    #[test]
+    fn the_pool_gives_back_what_a_period_did_not_use() {
+        let mut pool = BufPool::default();
+        for _ in 0..4 {
+            pool.put(Vec::with_capacity(100));
+        }
+        pool.trim(); // the first period starts: nothing is known to be idle yet
+        assert_eq!(pool.free.len(), 4);
+        let used = pool.take();
+        pool.put(used);
+        pool.trim();
+        assert_eq!(pool.free.len(), 1, "only the buffer the period used is kept");
+        assert_eq!(pool.bytes, cost(&pool.free[0]));
+        pool.trim();
+        assert!(pool.is_empty());
+        assert_eq!(pool.bytes, 0);
+    }
+
+    #[test]
+    fn many_small_buffers_count_against_the_pool_bound() {
+        let mut pool = BufPool::default();
+        for _ in 0..POOL_BYTES {
+            pool.put(Vec::with_capacity(1));
+        }
+        assert!(pool.bytes <= POOL_BYTES);
+        assert!(pool.free.len() <= POOL_BYTES / std::mem::size_of::<Vec<u8>>());
+    }
 
     /// A writer that takes at most `cap` bytes per call, then blocks.
     struct Trickle {
@@ -141,45 +310,93 @@ mod tests {
         }
     }
 
+    fn trickle(cap: usize, calls_left: usize) -> Trickle {
+        Trickle {
+            got: Vec::new(),
+            cap,
+            calls_left,
+        }
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        encode_server_frame(Opcode::Text, false, payload)
+    }
+
     #[test]
     fn partial_writes_resume_where_they_stopped() {
-        let shared: Arc<[u8]> = Arc::from(&b"shared"[..]);
+        let mut pool = BufPool::default();
+        let small: Arc<[u8]> = Arc::from(&b"shared"[..]);
+        let large: Arc<[u8]> = Arc::from(vec![b'L'; 2000]);
         let mut q = SendQueue::default();
         q.push(Chunk::Owned(b"hello ".to_vec()));
-        q.push(Chunk::Shared(shared.clone()));
+        q.push_shared(&small, &mut pool);
         q.push(Chunk::Owned(Vec::new()));
-        q.push(Chunk::Owned(b" world".to_vec()));
-        assert_eq!(q.len_bytes(), 18);
-        let mut w = Trickle {
-            got: Vec::new(),
-            cap: 4,
-            calls_left: 2,
-        };
-        assert_eq!(q.write_to(&mut w).unwrap(), 8);
-        assert_eq!(q.len_bytes(), 10);
-        w.calls_left = 100;
-        q.write_to(&mut w).unwrap();
-        assert_eq!(w.got, b"hello shared world");
+        q.append_frame(&mut pool, |t| t.extend_from_slice(b" world"));
+        q.push_shared(&large, &mut pool);
+        q.append_frame(&mut pool, |t| t.extend_from_slice(b"!"));
+        assert_eq!(q.len_bytes(), 2019);
+        let mut w = trickle(4, 2);
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 8);
+        assert_eq!(q.len_bytes(), 2011);
+        w.calls_left = 1000;
+        q.write_to(&mut w, &mut pool).unwrap();
+        let mut expected = b"hello shared world".to_vec();
+        expected.extend(vec![b'L'; 2000]);
+        expected.push(b'!');
+        assert_eq!(w.got, expected);
         assert!(q.is_empty());
+        assert_eq!(q.tail.capacity(), 0, "a drained queue holds no buffer");
+        assert!(!pool.free.is_empty(), "its buffers went back to the pool");
+    }
+
+    #[test]
+    fn small_shared_frames_are_copied_only_while_the_queue_is_short() {
+        let mut pool = BufPool::default();
+        let small: Arc<[u8]> = Arc::from(frame(b"x").as_slice());
+        let mut q = SendQueue::default();
+        while q.len_bytes() < COPY_WHILE_QUEUED_BELOW {
+            q.push_shared(&small, &mut pool);
+        }
+        assert!(q.chunks.is_empty(), "copied into the tail");
+        q.push_shared(&small, &mut pool);
+        assert_eq!(Arc::strong_count(&small), 2, "a backed-up queue holds references");
     }
 
     #[test]
     fn dropping_unsent_frames_keeps_the_one_in_progress() {
+        let mut pool = BufPool::default();
+        // Frames in the tail: the boundaries are found by their headers.
+        let mut q = SendQueue::default();
+        for part in [&b"first"[..], b"second", b"third"] {
+            q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(part)));
+        }
+        let mut w = trickle(3, 1);
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(q.drop_unsent(), 8 + 7, "second and third were not started");
+        w.calls_left = 10;
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.got, frame(b"first"), "the frame in progress is finished");
+        assert_eq!(q.drop_unsent(), 0);
+        assert!(q.is_empty());
+
+        // Chunks: the front one is kept whole.
         let mut q = SendQueue::default();
         for part in [&b"first "[..], b"second ", b"third"] {
             q.push(Chunk::Owned(part.to_vec()));
         }
-        let mut w = Trickle {
-            got: Vec::new(),
-            cap: 3,
-            calls_left: 1,
-        };
-        q.write_to(&mut w).unwrap();
-        assert_eq!(q.drop_unsent(), 12, "second and third were not started");
+        q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"tail")));
+        let mut w = trickle(3, 1);
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(q.drop_unsent(), 12 + 6);
         w.calls_left = 10;
-        q.write_to(&mut w).unwrap();
-        assert_eq!(w.got, b"first ", "the frame in progress is finished");
-        assert_eq!(q.drop_unsent(), 0);
+        q.write_to(&mut w, &mut pool).unwrap();
+        assert_eq!(w.got, b"first ");
+
+        // Nothing started: everything goes.
+        let mut q = SendQueue::default();
+        q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"a")));
+        q.push(Chunk::Owned(b"b".to_vec()));
+        assert_eq!(q.drop_unsent(), 4);
         assert!(q.is_empty());
     }
 }

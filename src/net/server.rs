@@ -23,7 +23,7 @@ use super::mailbox::Mailbox;
 use super::metrics::Disconnect;
 use super::per_ip;
 use super::rate::{TokenBucket, Verdict};
-use super::send_queue::Chunk;
+use super::send_queue::{BufPool, Chunk};
 use super::shared::{Refusal, Shared};
 use super::stats::Stats;
 use super::timers::Timers;
@@ -32,7 +32,7 @@ use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
 use crate::protocol::handshake::server::{self as handshake, Rejection};
 use crate::protocol::http1::{self, Item};
-use crate::protocol::{CloseCode, Connection, Event, MessageKind, Role, State};
+use crate::protocol::{CloseCode, Connection, Event, InPlace, MessageKind, Role, State};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -118,6 +118,8 @@ pub struct Server<A: App> {
     stats: Arc<Stats>,
     shared: Arc<Shared>,
     read_buf: Box<[u8]>,
+    /// Output buffers lent to connections while they have bytes queued.
+    pool: BufPool,
     dirty: Vec<ConnId>,
     ready: Vec<ConnId>,
     closing: Vec<(ConnId, CloseCode, &'static str)>,
@@ -182,6 +184,7 @@ impl<A: App> Server<A> {
             stats: shared.stats(worker).clone(),
             shared,
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
+            pool: BufPool::default(),
             dirty: Vec::new(),
             ready: Vec::new(),
             closing: Vec::new(),
@@ -287,7 +290,8 @@ impl<A: App> Server<A> {
             return Some(Duration::ZERO);
         }
         // Housekeeping wakes the loop only while there is memory to give back.
-        let housekeeping = (self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4)
+        let housekeeping = (!self.pool.is_empty()
+            || (self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4))
             .then_some(self.next_housekeeping);
         [
             self.timers.next_deadline(),
@@ -506,7 +510,7 @@ impl<A: App> Server<A> {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_in.add(n as u64);
-                    self.on_bytes(id, &buf[..n], now);
+                    self.on_bytes(id, &mut buf[..n], now);
                     if drains && n < buf.len() {
                         return;
                     }
@@ -526,7 +530,7 @@ impl<A: App> Server<A> {
         }
     }
 
-    fn on_bytes(&mut self, id: ConnId, data: &[u8], now: Instant) {
+    fn on_bytes(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
         let Some(conn) = self.conn(id) else { return };
         match &mut conn.phase {
             Phase::Http(http) => {
@@ -624,7 +628,8 @@ impl<A: App> Server<A> {
         self.with_ctx(now, |app, ctx| app.on_open(ctx, id));
         self.finish_closing(now);
         if !rest.is_empty() {
-            self.on_frames(id, &rest, now);
+            let mut rest = rest;
+            self.on_frames(id, &mut rest, now);
         }
     }
 
@@ -746,8 +751,9 @@ impl<A: App> Server<A> {
 
     /// Feeds WebSocket bytes to the connection, one event at a time, so the
     /// application's replies to a message are queued before any close frame
-    /// that a later frame in the same read provokes.
-    fn on_frames(&mut self, id: ConnId, mut data: &[u8], now: Instant) {
+    /// that a later frame in the same read provokes. A message that lies
+    /// whole in `data` is unmasked there and lent to the application.
+    fn on_frames(&mut self, id: ConnId, mut data: &mut [u8], now: Instant) {
         while !data.is_empty() {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 return;
@@ -757,12 +763,13 @@ impl<A: App> Server<A> {
                 Phase::Closing(ws) => (ws, None),
                 _ => return,
             };
-            let result = ws.read_event(data);
+            let result = ws.read_event_in_place(data);
             let ws_state = ws.state();
-            let event = match result {
-                Ok((used, event)) => {
-                    data = &data[used..];
-                    event
+            let (frame, found) = match result {
+                Ok((used, found)) => {
+                    let (frame, rest) = std::mem::take(&mut data).split_at_mut(used);
+                    data = rest;
+                    (frame, found)
                 }
                 Err(err) => {
                     debug!("protocol error from {}: {err}", conn.peer);
@@ -771,6 +778,18 @@ impl<A: App> Server<A> {
                     self.leave_open(id, CloseReason::ProtocolError(err.close_code()), now);
                     return self.drain(id, now);
                 }
+            };
+            let event = match found {
+                Some(InPlace::Event(event)) => Some(event),
+                Some(InPlace::Message { kind, payload }) => {
+                    if let Some(heartbeat) = heartbeat {
+                        heartbeat.heard(now, true);
+                    }
+                    let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
+                    self.deliver(id, open, kind, &frame[payload], now);
+                    continue;
+                }
+                None => None,
             };
             if let (Some(heartbeat), Some(event)) = (heartbeat, &event) {
                 if let (Event::Pong(_), Some(rtt)) = (event, heartbeat.round_trip(now)) {
@@ -797,8 +816,8 @@ impl<A: App> Server<A> {
                 }
             }
             match event {
-                Some(Event::Text(data)) => self.deliver(id, open, MessageKind::Text, data, now),
-                Some(Event::Binary(data)) => self.deliver(id, open, MessageKind::Binary, data, now),
+                Some(Event::Text(data)) => self.deliver(id, open, MessageKind::Text, &data, now),
+                Some(Event::Binary(data)) => self.deliver(id, open, MessageKind::Binary, &data, now),
                 Some(Event::Close(frame)) => {
                     self.flush_protocol_output(id);
                     self.leave_open(id, CloseReason::Peer(frame.map(|f| f.code)), now);
@@ -813,7 +832,7 @@ impl<A: App> Server<A> {
         }
     }
 
-    fn deliver(&mut self, id: ConnId, open: bool, kind: MessageKind, data: Vec<u8>, now: Instant) {
+    fn deliver(&mut self, id: ConnId, open: bool, kind: MessageKind, data: &[u8], now: Instant) {
         self.stats.messages_in.inc();
         // Messages after the app closed this connection are not delivered.
         if open {
@@ -841,6 +860,7 @@ impl<A: App> Server<A> {
             ready: &mut self.ready,
             closing: &mut self.closing,
             answered: &mut self.answered,
+            pool: &mut self.pool,
             now,
         };
         f(&mut self.app, &mut ctx)
@@ -940,7 +960,7 @@ impl<A: App> Server<A> {
     /// when a backed-up queue drains; shuts down a draining connection.
     fn flush(&mut self, id: ConnId, now: Instant) {
         let pause_at = self.config.read_pause_bytes;
-        let (conns, stats) = (&mut self.conns, &self.stats);
+        let (conns, stats, pool) = (&mut self.conns, &self.stats, &mut self.pool);
         let Some(conn) = lookup(conns, id) else { return };
         if conn.held {
             return;
@@ -948,7 +968,7 @@ impl<A: App> Server<A> {
         // A draining TLS connection sends close_notify after its last bytes.
         let close = matches!(conn.phase, Phase::Draining) && !conn.shut;
         let queued = conn.out.len_bytes();
-        let result = conn.socket.write_queue(&mut conn.out, close);
+        let result = conn.socket.write_queue(&mut conn.out, close, pool);
         stats.queued_bytes.sub((queued - conn.out.len_bytes()) as u64);
         let written = match result {
             Ok(n) => n,
@@ -1010,6 +1030,7 @@ impl<A: App> Server<A> {
             return;
         }
         self.next_housekeeping = now + Duration::from_secs(1);
+        self.pool.trim();
         let limits = self.per_ip_limits();
         self.shared.prune(&limits, now);
         let conns = &self.conns;

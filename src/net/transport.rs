@@ -14,7 +14,7 @@
 //! to the socket until it blocks, so a slow reader still backs up the send
 //! queue (and the loop's backpressure sees it).
 
-use super::send_queue::SendQueue;
+use super::send_queue::{BufPool, SendQueue};
 use super::tls::TlsConfig;
 use mio::event::Source;
 use mio::net::TcpStream;
@@ -99,10 +99,10 @@ impl Transport {
     /// Writes as much of `out` as the socket takes; returns the bytes taken
     /// from the queue. With `close`, once the queue is empty a TLS
     /// connection also queues its close_notify (once) and sends it.
-    pub fn write_queue(&mut self, out: &mut SendQueue, close: bool) -> io::Result<usize> {
+    pub fn write_queue(&mut self, out: &mut SendQueue, close: bool, pool: &mut BufPool) -> io::Result<usize> {
         match self {
-            Transport::Plain(s) => out.write_to(s),
-            Transport::Tls(t) => t.write_queue(out, close),
+            Transport::Plain(s) => out.write_to(s, pool),
+            Transport::Tls(t) => t.write_queue(out, close, pool),
         }
     }
 
@@ -140,7 +140,7 @@ impl TlsStream {
         Ok(())
     }
 
-    fn write_queue(&mut self, out: &mut SendQueue, close: bool) -> io::Result<usize> {
+    fn write_queue(&mut self, out: &mut SendQueue, close: bool, pool: &mut BufPool) -> io::Result<usize> {
         let mut total = 0;
         loop {
             self.flush_records()?;
@@ -156,7 +156,7 @@ impl TlsStream {
                 }
                 return Ok(total);
             }
-            let moved = out.write_to(&mut Plaintext(&mut self.tls))?;
+            let moved = out.write_to(&mut Plaintext(&mut self.tls), pool)?;
             if moved == 0 {
                 return Ok(total);
             }

@@ -512,6 +512,16 @@ impl Connection {
     /// Queues a data message, compressed when negotiated and worthwhile.
     /// Ignored once a close has been sent (section 5.5.1).
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
+        let mut output = std::mem::take(&mut self.output);
+        self.send_into(kind, payload, &mut output);
+        self.output = output;
+    }
+
+    /// As `send`, but the frame is appended to `out` instead of this
+    /// connection's output: for a caller that keeps its own send buffer and
+    /// has taken what `take_output` held first (the order of frames is the
+    /// caller's to keep). Nothing is written unless the connection is open.
+    pub fn send_into(&mut self, kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) {
         if !self.can_send() {
             return;
         }
@@ -519,10 +529,10 @@ impl Connection {
         if let Some(deflater) = self.compression.as_mut()
             && let Some(compressed) = deflater.compress(payload)
         {
-            write_frame(&mut self.output, kind.opcode(), true, true, mask, &compressed);
+            write_frame(out, kind.opcode(), true, true, mask, &compressed);
             return;
         }
-        write_frame(&mut self.output, kind.opcode(), true, false, mask, payload);
+        write_frame(out, kind.opcode(), true, false, mask, payload);
     }
 
     pub fn send_text(&mut self, text: &str) {

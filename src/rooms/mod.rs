@@ -668,7 +668,7 @@ impl App for Rooms {
         self.pump(ctx);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, kind: MessageKind, data: Vec<u8>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Session>, id: ConnId, kind: MessageKind, data: &[u8]) {
         let now = ctx.now();
         let rate = self.config.rate;
         let Some(session) = ctx.state(id) else { return };
@@ -693,7 +693,7 @@ impl App for Rooms {
             }
         }
         match (dialect, kind) {
-            (Dialect::Json, MessageKind::Text) => self.dispatch(ctx, id, wire::parse(&data)),
+            (Dialect::Json, MessageKind::Text) => self.dispatch(ctx, id, wire::parse(data)),
             (Dialect::Json, MessageKind::Binary) => {
                 ctx.close(id, CloseCode::UNSUPPORTED_DATA, "binary messages are not part of /ws")
             }
@@ -704,12 +704,12 @@ impl App for Rooms {
             }
             (_, MessageKind::Text) => {
                 let Some(room) = home else { return };
-                // Valid UTF-8: the protocol core checked it.
-                let text = String::from_utf8(data).unwrap_or_default();
-                if text.len() > self.config.max_content_size {
+                if data.len() > self.config.max_content_size {
                     return;
                 }
-                let mut content = Value::String(text);
+                // Valid UTF-8: the protocol core checked it.
+                let text = std::str::from_utf8(data).unwrap_or_default();
+                let mut content = Value::String(text.to_owned());
                 match self.hooks.as_ref().map(|h| h.on_publish(&user, &room, &content)) {
                     None | Some(Publish::Keep) => {}
                     Some(Publish::Replace(v)) => content = v,
@@ -722,7 +722,10 @@ impl App for Rooms {
             }
             (_, MessageKind::Binary) => {
                 let Some(room) = home else { return };
-                self.request(Request::Relay { room, data });
+                self.request(Request::Relay {
+                    room,
+                    data: data.to_vec(),
+                });
             }
         }
         self.pump(ctx);
