@@ -9,8 +9,10 @@ chart to docs/benchmarks.svg. Standard library only.
 
 Environment (seconds unless said): BENCH_WARMUP, BENCH_DURATION, BENCH_HOLD,
 BENCH_SERVERS / BENCH_SCENARIOS (comma-separated names to keep),
-BENCH_IDLE (idle connections in total, default 19900), BENCH_ROUNDS (default
-2, --quick 1: each cell reports its best round), BENCH_QUIET_WAIT (seconds to
+BENCH_BASELINE (an older roomcast binary to measure alongside, as
+"roomcast-baseline"), BENCH_IDLE (idle connections in total, default
+19900), BENCH_ROUNDS (default 2, --quick 1: each cell reports its best
+round), BENCH_QUIET_WAIT (seconds to
 wait before each run for other work to drop under 10% of the machine;
 default 30, --quick 10; BENCH_QUIET_BUDGET seconds in all, default 300).
 """
@@ -60,22 +62,30 @@ class Server:
 NO_LIMITS = ["--max-connections-per-ip", "0", "--handshake-rate-per-ip", "0"]
 
 
+def roomcast_server(name, binary):
+    rc = str(binary)
+    return Server(
+        name,
+        # Rate and per-address limits are product features, not benchmark
+        # subjects: all the load comes from one loopback address, and the
+        # peers have no such limits.
+        echo=lambda port: [rc, "echo", "--listen", f"127.0.0.1:{port}", *NO_LIMITS],
+        pubsub=lambda port: [
+            rc, "serve", "--listen", f"127.0.0.1:{port}", "--rate", "1e9", "--burst", "1e9", "--store", "memory",
+            *NO_LIMITS,
+        ],
+        stats=True,
+    )
+
+
 def servers():
-    rc = str(ROOMCAST)
     node = shutil.which("node") or "node"
-    return [
-        Server(
-            "roomcast",
-            # Rate and per-address limits are product features, not benchmark
-            # subjects: all the load comes from one loopback address, and the
-            # peers have no such limits.
-            echo=lambda port: [rc, "echo", "--listen", f"127.0.0.1:{port}", *NO_LIMITS],
-            pubsub=lambda port: [
-                rc, "serve", "--listen", f"127.0.0.1:{port}", "--rate", "1e9", "--burst", "1e9", "--store", "memory",
-                *NO_LIMITS,
-            ],
-            stats=True,
-        ),
+    # BENCH_BASELINE: an older roomcast binary, measured in the same run as
+    # "roomcast-baseline" (before/after comparisons on a noisy machine).
+    baseline = os.environ.get("BENCH_BASELINE")
+    return [roomcast_server("roomcast", ROOMCAST)] + (
+        [roomcast_server("roomcast-baseline", baseline)] if baseline else []
+    ) + [
         Server(
             "tokio-tungstenite",
             echo=lambda port: [str(PEERS / "tokio-tungstenite/target/release/peer-tokio-tungstenite"), str(port)],

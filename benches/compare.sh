@@ -8,6 +8,7 @@
 #
 # Environment: BENCH_WARMUP, BENCH_DURATION, BENCH_HOLD (seconds),
 # BENCH_SERVERS / BENCH_SCENARIOS (comma-separated names to keep),
+# BENCH_BASELINE (an older roomcast binary, run as roomcast-baseline),
 # BENCH_IDLE (idle connections in total), BENCH_ROUNDS, BENCH_QUIET_WAIT.
 # See docs/benchmarks.md.
 set -euo pipefail
