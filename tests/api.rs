@@ -549,6 +549,11 @@ fn thousands_of_publishes_on_one_keep_alive_connection() {
         let m = next_of(&mut member, "message");
         assert_eq!((m["seq"].as_u64(), m["content"].as_u64()), (Some(i), Some(i)));
     }
+    // Every answer and message went out: the queued-bytes gauge is back to
+    // zero (deferred answers are counted in as well as out).
+    api.send_raw(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+    let stats = api.response().json();
+    assert_eq!(stats["send_queue_bytes"], json!(0), "{stats}");
 }
 
 #[test]

@@ -243,11 +243,11 @@ impl<S> Ctx<'_, S> {
             let Phase::Open { ws, .. } = &mut conn.phase else {
                 return 0;
             };
+            let before = conn.out.len_bytes();
             if ws.has_output() {
                 // What the protocol wrote by itself goes first.
-                conn.out.push(Chunk::Owned(ws.take_output()));
+                conn.out.push(Chunk::Owned(ws.take_output()), pool);
             }
-            let before = conn.out.len_bytes();
             conn.out.append_frame(pool, |tail| ws.send_into(kind, data, tail));
             conn.out.len_bytes() - before
         })
@@ -373,7 +373,8 @@ impl<S> Ctx<'_, S> {
         let close = close || http1::closes(&response);
         let response = if close { http1::with_close(response) } else { response };
         // Like a handshake response: never subject to the overflow policy.
-        conn.out.push(Chunk::Owned(response));
+        self.stats.queued(response.len());
+        conn.out.push(Chunk::Owned(response), self.pool);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);

@@ -137,7 +137,7 @@ mod tests {
     /// measured cost per idle connection is in docs/performance.md.
     #[test]
     fn connection_slot_stays_within_budget() {
-        assert!(std::mem::size_of::<super::Conn<()>>() <= 384);
-        assert!(std::mem::size_of::<crate::protocol::Connection>() <= 160);
+        assert!(std::mem::size_of::<super::Conn<()>>() <= 288);
+        assert!(std::mem::size_of::<crate::protocol::Connection>() <= 128);
     }
 }

@@ -2,17 +2,18 @@
 //!
 //! Frames the application sends are written straight into the queue's
 //! `tail` buffer, back to back, so the messages of one loop turn leave in
-//! one slice of one `writev` and cost no allocation: the tail comes from
-//! the worker's [`BufPool`] when the first frame is queued and goes back
-//! when the queue drains, so an idle connection holds no buffer. Room
-//! broadcasts are framed once and shared: a small one is copied into the
-//! tail (cheaper than a reference count and an iovec of its own) while the
-//! queue is short; a large one, or any once the queue has backed up, is
-//! queued by reference, so a slow member costs what it always did. Other
-//! bytes (handshake and HTTP responses, pongs, close frames) are queued
-//! whole as chunks of their own. Writes are vectored over the front of the
-//! queue and may be partial. The byte count is what backpressure policies
-//! look at.
+//! one slice of one `writev` and cost no allocation. A connection holds a
+//! queue only while it has bytes waiting: the queue (its tail buffer
+//! included) comes from the worker's [`BufPool`] with the first byte and
+//! goes back when it drains, so an idle connection pays one pointer for
+//! it. Room broadcasts are framed once and shared: a small one is copied
+//! into the tail (cheaper than a reference count and an iovec of its own)
+//! while the queue is short; a large one, or any once the queue has backed
+//! up, is queued by reference, so a slow member costs what it always did.
+//! Other bytes (handshake and HTTP responses, pongs, close frames) are
+//! queued whole as chunks of their own. Writes are vectored over the front
+//! of the queue and may be partial. The byte count is what backpressure
+//! policies look at.
 
 use crate::protocol::frame::parse_header;
 use std::collections::VecDeque;
@@ -43,66 +44,75 @@ const COPY_SHARED_UP_TO: usize = 1024;
 /// ...while fewer bytes than this are queued.
 const COPY_WHILE_QUEUED_BELOW: usize = 16 * 1024;
 
-/// Emptied output buffers a worker hands from connection to connection.
+/// Drained queues a worker hands from connection to connection.
 #[derive(Debug, Default)]
 pub struct BufPool {
-    free: Vec<Vec<u8>>,
-    /// What `free` costs: the buffers' capacity and their handles.
+    /// Boxed, not inline: a queue moves between the pool and a connection
+    /// as one pointer, and a connection's handle to it is one word.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Queue>>,
+    /// What `free` costs: the queues, their buffers and their handles.
     bytes: usize,
-    /// How many buffers at the bottom of `free` no `take` has reached since
+    /// How many queues at the bottom of `free` no `take` has reached since
     /// the last `trim`: what the worker did not need for a whole period.
     idle: usize,
 }
 
 /// What a pool keeps at most: enough for every member of a large room to
-/// get a buffer in one loop turn, bounded per worker.
+/// get a queue in one loop turn, bounded per worker.
 const POOL_BYTES: usize = 2 * 1024 * 1024;
+/// A tail buffer larger than this is freed rather than kept.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
+/// A chunk list longer than this is freed rather than kept.
+const POOL_MAX_CHUNKS: usize = 16;
 
 impl BufPool {
-    fn take(&mut self) -> Vec<u8> {
-        let Some(buf) = self.free.pop() else {
-            return Vec::new();
+    fn take(&mut self) -> Box<Queue> {
+        let Some(queue) = self.free.pop() else {
+            return Box::default();
         };
-        self.bytes -= cost(&buf);
+        self.bytes -= queue.cost();
         self.idle = self.idle.min(self.free.len());
-        buf
+        queue
     }
 
-    /// Frees the buffers that sat unused since the last call (the loop's
+    fn put(&mut self, mut queue: Box<Queue>) {
+        if queue.chunks.capacity() > POOL_MAX_CHUNKS {
+            queue.chunks = VecDeque::new();
+        }
+        if queue.tail.capacity() <= POOL_MAX_CAPACITY && self.bytes + queue.cost() <= POOL_BYTES {
+            queue.clear();
+            self.bytes += queue.cost();
+            self.free.push(queue);
+        }
+    }
+
+    /// Frees the queues that sat unused since the last call (the loop's
     /// housekeeping calls it once a second), so memory a burst needed goes
     /// back once the burst is over.
     pub fn trim(&mut self) {
-        for buf in self.free.drain(..self.idle) {
-            self.bytes -= cost(&buf);
+        for queue in self.free.drain(..self.idle) {
+            self.bytes -= queue.cost();
         }
         self.free.shrink_to(self.free.len() * 2);
         self.idle = self.free.len();
     }
 
-    /// Whether any buffer is kept.
+    /// Whether any queue is kept.
     pub fn is_empty(&self) -> bool {
         self.free.is_empty()
     }
-
-    fn put(&mut self, mut buf: Vec<u8>) {
-        let capacity = buf.capacity();
-        if capacity > 0 && capacity <= POOL_MAX_CAPACITY && self.bytes + cost(&buf) <= POOL_BYTES {
-            buf.clear();
-            self.bytes += cost(&buf);
-            self.free.push(buf);
-        }
-    }
 }
 
-/// The memory a pooled buffer holds, its slot in the pool included (many
-/// small buffers must not hide behind their capacities).
-fn cost(buf: &Vec<u8>) -> usize {
-    buf.capacity() + std::mem::size_of::<Vec<u8>>()
+/// A connection's output: nothing while idle, a pooled `Queue` while
+/// bytes wait.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    queue: Option<Box<Queue>>,
 }
 
 #[derive(Debug, Default)]
-pub struct SendQueue {
+struct Queue {
     /// Queued before `tail`, front first.
     chunks: VecDeque<Chunk>,
     /// The newest frames, after every chunk; whole WebSocket frames only.
@@ -116,39 +126,88 @@ pub struct SendQueue {
 
 impl SendQueue {
     pub fn len_bytes(&self) -> usize {
-        self.queued
+        self.queue.as_ref().map_or(0, |q| q.queued)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.len_bytes() == 0
+    }
+
+    fn queue(&mut self, pool: &mut BufPool) -> &mut Queue {
+        self.queue.get_or_insert_with(|| pool.take())
     }
 
     /// Queues bytes as a chunk of their own.
-    pub fn push(&mut self, chunk: Chunk) {
-        let len = chunk.bytes().len();
-        if len > 0 {
-            self.seal_tail();
-            self.queued += len;
-            self.chunks.push_back(chunk);
+    pub fn push(&mut self, chunk: Chunk, pool: &mut BufPool) {
+        if !chunk.bytes().is_empty() {
+            self.queue(pool).push(chunk);
         }
     }
 
     /// Queues a shared frame: copied into the tail when small and the queue
     /// short, by reference otherwise.
     pub fn push_shared(&mut self, frame: &Arc<[u8]>, pool: &mut BufPool) {
-        if frame.len() <= COPY_SHARED_UP_TO && self.queued < COPY_WHILE_QUEUED_BELOW {
-            self.append_frame(pool, |tail| tail.extend_from_slice(frame));
+        let queue = self.queue(pool);
+        if frame.len() <= COPY_SHARED_UP_TO && queue.queued < COPY_WHILE_QUEUED_BELOW {
+            queue.append_frame(|tail| tail.extend_from_slice(frame));
         } else {
-            self.push(Chunk::Shared(frame.clone()));
+            queue.push(Chunk::Shared(frame.clone()));
         }
     }
 
     /// Appends to the tail what `write` writes there: whole frames only
     /// (`drop_unsent` finds their boundaries). Returns the bytes added.
     pub fn append_frame(&mut self, pool: &mut BufPool, write: impl FnOnce(&mut Vec<u8>)) -> usize {
-        if self.tail.capacity() == 0 {
-            self.tail = pool.take();
+        self.queue(pool).append_frame(write)
+    }
+
+    /// Writes as much as the socket takes. Returns the bytes written;
+    /// `WouldBlock` stops the loop without error. A drained queue goes back
+    /// to `pool`.
+    pub fn write_to<W: Write>(&mut self, out: &mut W, pool: &mut BufPool) -> io::Result<usize> {
+        let Some(queue) = self.queue.as_mut() else {
+            return Ok(0);
+        };
+        let result = queue.write_to(out);
+        if queue.queued == 0
+            && let Some(queue) = self.queue.take()
+        {
+            pool.put(queue);
         }
+        result
+    }
+
+    /// Drops every frame not yet started (a frame partly written must be
+    /// finished: the peer is inside it). Returns the bytes dropped.
+    pub fn drop_unsent(&mut self) -> usize {
+        self.queue.as_mut().map_or(0, |q| q.drop_unsent())
+    }
+}
+
+impl Queue {
+    /// What a pooled queue holds on the heap, its handle in the pool
+    /// included (many small queues must not hide behind their buffers).
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Queue>()
+            + std::mem::size_of::<Box<Queue>>()
+            + self.tail.capacity()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.written = 0;
+        self.queued = 0;
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        self.seal_tail();
+        self.queued += chunk.bytes().len();
+        self.chunks.push_back(chunk);
+    }
+
+    fn append_frame(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {
         let before = self.tail.len();
         write(&mut self.tail);
         let added = self.tail.len() - before;
@@ -156,9 +215,7 @@ impl SendQueue {
         added
     }
 
-    /// Writes as much as the socket takes. Returns the bytes written;
-    /// `WouldBlock` stops the loop without error.
-    pub fn write_to<W: Write>(&mut self, out: &mut W, pool: &mut BufPool) -> io::Result<usize> {
+    fn write_to<W: Write>(&mut self, out: &mut W) -> io::Result<usize> {
         let mut total = 0;
         while self.queued > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -172,24 +229,17 @@ impl SendQueue {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     total += written;
-                    self.consume(written, pool);
+                    self.consume(written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.queued == 0 {
-            // Most connections are idle: they hold no buffer.
-            self.chunks = VecDeque::new();
-            pool.put(std::mem::take(&mut self.tail));
-        }
         Ok(total)
     }
 
-    /// Drops every frame not yet started (a frame partly written must be
-    /// finished: the peer is inside it). Returns the bytes dropped.
-    pub fn drop_unsent(&mut self) -> usize {
+    fn drop_unsent(&mut self) -> usize {
         let before = self.queued;
         if self.written > 0 && !self.chunks.is_empty() {
             self.chunks.truncate(1);
@@ -227,7 +277,10 @@ impl SendQueue {
         }
     }
 
-    fn consume(&mut self, mut n: usize, pool: &mut BufPool) {
+    /// Takes `n` written bytes off the front. A written owned chunk's
+    /// buffer becomes the tail's when the tail has none (a sealed tail
+    /// comes back that way); other written chunks are dropped.
+    fn consume(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
             let front = match self.chunks.front() {
@@ -242,8 +295,11 @@ impl SendQueue {
             n -= left;
             self.written = 0;
             match self.chunks.pop_front() {
-                Some(Chunk::Owned(buf)) => pool.put(buf),
-                Some(Chunk::Shared(_)) => {}
+                Some(Chunk::Owned(mut buf)) if self.tail.capacity() == 0 && buf.capacity() <= POOL_MAX_CAPACITY => {
+                    buf.clear();
+                    self.tail = buf;
+                }
+                Some(_) => {}
                 None => self.tail.clear(),
             }
         }
@@ -259,28 +315,31 @@ mod tests {
     fn the_pool_gives_back_what_a_period_did_not_use() {
         let mut pool = BufPool::default();
         for _ in 0..4 {
-            pool.put(Vec::with_capacity(100));
+            pool.put(Box::new(Queue {
+                tail: Vec::with_capacity(100),
+                ..Queue::default()
+            }));
         }
         pool.trim(); // the first period starts: nothing is known to be idle yet
         assert_eq!(pool.free.len(), 4);
         let used = pool.take();
         pool.put(used);
         pool.trim();
-        assert_eq!(pool.free.len(), 1, "only the buffer the period used is kept");
-        assert_eq!(pool.bytes, cost(&pool.free[0]));
+        assert_eq!(pool.free.len(), 1, "only the queue the period used is kept");
+        assert_eq!(pool.bytes, pool.free[0].cost());
         pool.trim();
         assert!(pool.is_empty());
         assert_eq!(pool.bytes, 0);
     }
 
     #[test]
-    fn many_small_buffers_count_against_the_pool_bound() {
+    fn many_small_queues_count_against_the_pool_bound() {
         let mut pool = BufPool::default();
-        for _ in 0..POOL_BYTES {
-            pool.put(Vec::with_capacity(1));
+        for _ in 0..POOL_BYTES / 64 {
+            pool.put(Box::default());
         }
         assert!(pool.bytes <= POOL_BYTES);
-        assert!(pool.free.len() <= POOL_BYTES / std::mem::size_of::<Vec<u8>>());
+        assert!(pool.free.len() <= POOL_BYTES / std::mem::size_of::<Queue>());
     }
 
     /// A writer that takes at most `cap` bytes per call, then blocks.
@@ -328,9 +387,9 @@ mod tests {
         let small: Arc<[u8]> = Arc::from(&b"shared"[..]);
         let large: Arc<[u8]> = Arc::from(vec![b'L'; 2000]);
         let mut q = SendQueue::default();
-        q.push(Chunk::Owned(b"hello ".to_vec()));
+        q.push(Chunk::Owned(b"hello ".to_vec()), &mut pool);
         q.push_shared(&small, &mut pool);
-        q.push(Chunk::Owned(Vec::new()));
+        q.push(Chunk::Owned(Vec::new()), &mut pool);
         q.append_frame(&mut pool, |t| t.extend_from_slice(b" world"));
         q.push_shared(&large, &mut pool);
         q.append_frame(&mut pool, |t| t.extend_from_slice(b"!"));
@@ -345,8 +404,9 @@ mod tests {
         expected.push(b'!');
         assert_eq!(w.got, expected);
         assert!(q.is_empty());
-        assert_eq!(q.tail.capacity(), 0, "a drained queue holds no buffer");
-        assert!(!pool.free.is_empty(), "its buffers went back to the pool");
+        assert!(q.queue.is_none(), "a drained connection holds no queue");
+        assert_eq!(pool.free.len(), 1, "it went back to the pool");
+        assert!(pool.free[0].tail.capacity() > 0, "with its tail buffer");
     }
 
     #[test]
@@ -357,7 +417,7 @@ mod tests {
         while q.len_bytes() < COPY_WHILE_QUEUED_BELOW {
             q.push_shared(&small, &mut pool);
         }
-        assert!(q.chunks.is_empty(), "copied into the tail");
+        assert!(q.queue.as_ref().unwrap().chunks.is_empty(), "copied into the tail");
         q.push_shared(&small, &mut pool);
         assert_eq!(Arc::strong_count(&small), 2, "a backed-up queue holds references");
     }
@@ -382,7 +442,7 @@ mod tests {
         // Chunks: the front one is kept whole.
         let mut q = SendQueue::default();
         for part in [&b"first "[..], b"second ", b"third"] {
-            q.push(Chunk::Owned(part.to_vec()));
+            q.push(Chunk::Owned(part.to_vec()), &mut pool);
         }
         q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"tail")));
         let mut w = trickle(3, 1);
@@ -395,7 +455,7 @@ mod tests {
         // Nothing started: everything goes.
         let mut q = SendQueue::default();
         q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"a")));
-        q.push(Chunk::Owned(b"b".to_vec()));
+        q.push(Chunk::Owned(b"b".to_vec()), &mut pool);
         assert_eq!(q.drop_unsent(), 4);
         assert!(q.is_empty());
     }

@@ -347,9 +347,9 @@ impl<A: App> Server<A> {
     /// Queues bytes that bypass the overflow policy: handshake responses,
     /// pongs and close frames are never dropped.
     fn push_control(&mut self, id: ConnId, bytes: Vec<u8>) {
-        if let Some(conn) = self.conn(id) {
+        if let Some(conn) = lookup(&mut self.conns, id) {
             let len = bytes.len();
-            conn.out.push(Chunk::Owned(bytes));
+            conn.out.push(Chunk::Owned(bytes), &mut self.pool);
             self.stats.queued(len);
             self.mark_dirty(id);
         }

@@ -128,7 +128,9 @@ pub struct Connection {
     header: [u8; MAX_HEADER_LEN],
     header_len: u8,
     frame: Option<FrameState>,
-    message: Option<Assembly>,
+    /// The data message being assembled: boxed, because an idle connection
+    /// (or one whose messages arrive as whole frames) has none.
+    message: Option<Box<Assembly>>,
     /// Payload of the control frame in progress (at most 125 bytes).
     control: Vec<u8>,
     compression: Option<Box<Compression>>,
@@ -358,12 +360,12 @@ impl Connection {
                 } else {
                     MessageKind::Binary
                 };
-                self.message = Some(Assembly {
+                self.message = Some(Box::new(Assembly {
                     kind,
                     compressed: h.rsv1,
                     data: Vec::new(),
                     utf8: Utf8Validator::new(),
-                });
+                }));
             }
             Opcode::Continuation => {
                 if self.message.is_none() {
@@ -473,7 +475,7 @@ impl Connection {
                 Event::Close(close)
             }
             _ if frame.fin => {
-                let mut msg = self.message.take().expect("data frame belongs to a message");
+                let mut msg = *self.message.take().expect("data frame belongs to a message");
                 if msg.compressed {
                     let inflater = self.compression.as_mut().expect("compressed implies negotiated");
                     let start = msg.data.len();
