@@ -99,6 +99,20 @@ impl Outgoing {
     }
 }
 
+/// Frames `data` for an open connection straight into its queue's tail,
+/// after anything the protocol queued by itself; returns the bytes added.
+fn frame_into<S>(conn: &mut Conn<S>, pool: &mut BufPool, kind: MessageKind, data: &[u8]) -> usize {
+    let Phase::Open { ws, .. } = &mut conn.phase else {
+        return 0;
+    };
+    let before = conn.out.len_bytes();
+    if ws.has_output() {
+        conn.out.push(Chunk::Owned(ws.take_output()), pool);
+    }
+    conn.out.append_frame(pool, |tail| ws.send_into(kind, data, tail));
+    conn.out.len_bytes() - before
+}
+
 /// Why a connection left the open state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -239,18 +253,7 @@ impl<S> Ctx<'_, S> {
 
     /// Frames and queues a message (compressed if negotiated).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
-        self.enqueue(id, |conn, pool| {
-            let Phase::Open { ws, .. } = &mut conn.phase else {
-                return 0;
-            };
-            let before = conn.out.len_bytes();
-            if ws.has_output() {
-                // What the protocol wrote by itself goes first.
-                conn.out.push(Chunk::Owned(ws.take_output()), pool);
-            }
-            conn.out.append_frame(pool, |tail| ws.send_into(kind, data, tail));
-            conn.out.len_bytes() - before
-        })
+        self.enqueue(id, |conn, pool| frame_into(conn, pool, kind, data))
     }
 
     /// Queues an already framed message shared among many connections.
@@ -267,15 +270,19 @@ impl<S> Ctx<'_, S> {
     /// for it alone.
     pub fn send_outgoing(&mut self, id: ConnId, out: &Outgoing) -> Sent {
         let shared = SharedCompressor::new(&self.config.deflate);
-        let compression = match self.open_conn(id).map(|c| &c.phase) {
-            Some(Phase::Open { ws, .. }) => ws.compression().map(|c| c.accepts_shared(&shared)),
-            _ => return Sent::Closed,
-        };
-        match compression {
-            None => self.send_shared(id, out.frame()),
-            Some(true) => self.send_shared(id, out.compressed_frame(&shared)),
-            Some(false) => self.send(id, out.kind, &out.payload),
-        }
+        // One lookup per recipient: this is the fan-out loop.
+        self.enqueue(id, |conn, pool| {
+            let Phase::Open { ws, .. } = &conn.phase else {
+                return 0;
+            };
+            let frame = match ws.compression().map(|c| c.accepts_shared(&shared)) {
+                None => out.frame(),
+                Some(true) => out.compressed_frame(&shared),
+                Some(false) => return frame_into(conn, pool, out.kind, &out.payload),
+            };
+            conn.out.push_shared(frame, pool);
+            frame.len()
+        })
     }
 
     /// Queues what `queue` adds to an open connection's output (returning
