@@ -3,8 +3,9 @@
 # runs every target for FUZZ_SECONDS (default 20) from its seeds. Fails on
 # any crash, panic, sanitizer report, leak or timeout.
 #
-# Targets: handshake, frame, connection, inflate, resp (the Redis
-# engine's RESP3 parser); `cargo fuzz list` finds them all.
+# Targets: handshake, frame, connection, inflate, http_api, resp (the
+# Redis engine's RESP3 parser), commands (the room protocol's JSON
+# commands); `cargo fuzz list` finds them all.
 #
 #   bash fuzz/smoke.sh                      # all targets, 20 s each
 #   FUZZ_SECONDS=5 FUZZ_TARGETS="frame" bash fuzz/smoke.sh

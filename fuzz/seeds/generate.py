@@ -158,6 +158,18 @@ SEEDS = {
         "scalars": b"+OK\r\n-NOSCRIPT No matching script\r\n:-1\r\n$-1\r\n_\r\n#f\r\n,3.14\r\n(12345678901234567890\r\n",
         "verbatim-attribute-blob-error": b"=15\r\ntxt:run_id:abc\r\n|1\r\n+ttl\r\n:3\r\n+x\r\n!5\r\nERROR\r\n~1\r\n:7\r\n",
     },
+    # Text frames of the /ws room protocol (docs/protocol.md), raw.
+    "commands": {
+        "join-since-epoch": b'{"type":"join","room":"lobby","since":41,"epoch":"5f1c2e","id":1}',
+        "broadcast-object": b'{"type":"broadcast","room":"lobby","content":{"text":"hi","n":[1,2.5,null]},"id":"b-7"}',
+        "direct": b'{"type":"direct","to":"bob","content":"psst"}',
+        "typing-presence-history": b'{"type":"history","room":"lobby","since":null,"limit":50,"id":3}',
+        "typing": b'{"type":"typing","room":"lobby","typing":true}',
+        "refresh": b'{"type":"refresh","token":"eyJhbGciOiJIUzI1NiJ9.e30.x"}',
+        "unknown-type-long": b'{"type":"' + b"x" * 100 + b'","id":{"not":"valid"}}',
+        "missing-room": b'{"type":"leave","id":9}',
+        "not-json": b'{"type":"join",',
+    },
     "http_api": {
         # Config 0xC0: 8 KiB heads, 64 KiB bodies; 0x42: 32-byte heads, 16-byte bodies.
         "publish-history-close-pipelined": stream(

@@ -390,4 +390,22 @@ mod tests {
             r#"{"type":"chat","content":"hi","room":"r","username":"u"}"#
         );
     }
+
+    #[test]
+    fn a_numeric_id_reads_back_as_the_client_sent_it() {
+        // Found by fuzz/fuzz_targets/commands.rs: without serde_json's
+        // correctly rounded float parsing, a long numeric id came back one
+        // unit in the last place away from the one parsed.
+        let bytes = br#"{"type":"leave","id":9666660000000001000000000000000000052430}"#;
+        let error = parse(bytes).unwrap_err();
+        let event = Event::Error {
+            id: error.id.as_ref(),
+            code: error.code.as_str(),
+            message: &error.message,
+        }
+        .to_bytes();
+        let back: Value = serde_json::from_slice(&event).unwrap();
+        let sent: Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(back["id"], sent["id"]);
+    }
 }
