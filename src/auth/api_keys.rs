@@ -74,7 +74,8 @@ impl ApiKeys {
     }
 }
 
-fn parse_hex(s: &str) -> Option<[u8; 32]> {
+/// A SHA-256 hash written as 64 hex digits (the key files' format).
+pub(super) fn parse_hex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }

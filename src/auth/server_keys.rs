@@ -18,6 +18,7 @@
 //! `Authorization: Bearer KEY`; the key itself is never stored or logged,
 //! and every listed hash is compared, in constant time, whatever matches.
 
+use super::api_keys::parse_hex;
 use super::grants::Patterns;
 use ring::digest::{SHA256, digest};
 use std::fmt;
@@ -160,17 +161,6 @@ impl ServerKeys {
 fn same(a: &[u8; 32], b: &[u8]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0 && b.len() == 32
-}
-
-fn parse_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -343,6 +343,25 @@ fn room_counts(v: &Value) -> Option<Vec<RoomCount>> {
         .collect()
 }
 
+/// A `[ev, X]` reply: the room's event position (the gate its answer waits
+/// for) and what `second` reads from X; an error or a malformed reply is
+/// refused, at gate 0.
+fn gated<T>(
+    result: &Result<Value, String>,
+    second: impl FnOnce(Option<&Value>) -> Option<T>,
+    malformed: &str,
+) -> (u64, Result<T, Refused>) {
+    let parsed = result.as_ref().ok().and_then(|v| {
+        let items = v.as_array()?;
+        Some((items.first()?.as_int()? as u64, second(items.get(1))?))
+    });
+    match (parsed, result) {
+        (Some((ev, value)), _) => (ev, Ok(value)),
+        (None, Err(e)) => (0, refused(e)),
+        (None, Ok(_)) => (0, refused(malformed)),
+    }
+}
+
 fn refused<T>(why: &str) -> Result<T, Refused> {
     log::debug!("redis: {why}");
     Err(Refused::Unavailable)
@@ -830,15 +849,7 @@ impl RedisEngine {
                 self.room_reply(&room, gate, gate, Delivery::Done { ticket, result }, out);
             }
             Pending::Presence { room, ticket } => {
-                let parsed = result.as_ref().ok().and_then(|v| {
-                    let ev = v.as_array()?.first()?.as_int()? as u64;
-                    Some((ev, names(v.as_array()?.get(1))?))
-                });
-                let (gate, result) = match (parsed, &result) {
-                    (Some((ev, users)), _) => (ev, Ok(users)),
-                    (None, Err(e)) => (0, refused(e)),
-                    (None, Ok(_)) => (0, refused("a presence reply without users")),
-                };
+                let (gate, result) = gated(&result, names, "a presence reply without users");
                 let delivery = Delivery::Presence {
                     ticket,
                     room: room.clone(),
@@ -847,15 +858,7 @@ impl RedisEngine {
                 self.room_reply(&room, gate, gate, delivery, out);
             }
             Pending::History { room, ticket } => {
-                let parsed = result.as_ref().ok().and_then(|v| {
-                    let ev = v.as_array()?.first()?.as_int()? as u64;
-                    Some((ev, entries(&room, v.as_array()?.get(1))?))
-                });
-                let (gate, result) = match (parsed, &result) {
-                    (Some((ev, messages)), _) => (ev, Ok(messages)),
-                    (None, Err(e)) => (0, refused(e)),
-                    (None, Ok(_)) => (0, refused("a history reply without messages")),
-                };
+                let (gate, result) = gated(&result, |v| entries(&room, v), "a history reply without messages");
                 let delivery = Delivery::History {
                     ticket,
                     room: room.clone(),
