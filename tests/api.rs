@@ -18,10 +18,7 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket, connect};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+use tungstenite::Message;
 
 const KEY_ALL: &str = "k-all-0123456789";
 const KEY_SCORES: &str = "k-scores-0123456789";
@@ -184,36 +181,12 @@ fn request(method: &str, path: &str, key: Option<&str>, body: Option<&Value>) ->
     format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}{length}\r\n{body}").into_bytes()
 }
 
-fn open(addr: SocketAddr, path: &str) -> Ws {
-    let (ws, _) = connect(format!("ws://{addr}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
-}
-
-fn user(addr: SocketAddr, name: &str) -> Ws {
-    let mut ws = open(addr, &format!("/ws?username={name}"));
-    assert_eq!(recv_json(&mut ws)["type"], "welcome");
-    ws
-}
-
 fn join(ws: &mut Ws, room: &str) -> Value {
     ws.send(Message::text(json!({"type": "join", "room": room}).to_string()))
         .unwrap();
     let joined = recv_json(ws);
     assert_eq!(joined["type"], "joined", "{joined}");
     joined
-}
-
-/// The next event of `kind`, skipping others (presence changes).
-fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let event = recv_json(ws);
-        if event["type"] == kind {
-            return event;
-        }
-    }
 }
 
 fn text(ws: &mut Ws) -> String {
@@ -352,8 +325,8 @@ fn a_publish_to_an_empty_room_is_history_and_recovery_for_every_dialect() {
     assert_eq!(next_of(&mut again, "message")["content"], "first");
     assert_eq!(next_of(&mut again, "message")["content"], json!({"second": true}));
     // The chat and pub/sub dialects get API messages as theirs.
-    let mut chat = open(server.addr, "/ws/quiet?username=carol");
-    let mut pubsub = open(server.addr, "/pubsub/quiet");
+    let mut chat = ws(server.addr, "/ws/quiet?username=carol");
+    let mut pubsub = ws(server.addr, "/pubsub/quiet");
     let r = api.post("/api/publish", json!({"room": "quiet", "content": "third"}));
     assert_eq!(r.json(), json!({"seq": 3}));
     let chat_msg = loop {
@@ -758,7 +731,7 @@ fn api_messages_reach_members_on_every_worker_in_order() {
     }
     // Connections 3, 4: the API client on worker 0, a chat member on worker 1.
     let mut api = Client::new(server.addr);
-    let mut chat = open(server.addr, &format!("/ws/{room}?username=chatter"));
+    let mut chat = ws(server.addr, &format!("/ws/{room}?username=chatter"));
     for i in 1..=50u64 {
         let r = api.post("/api/publish", json!({"room": room, "content": i}));
         assert_eq!(r.json(), json!({"seq": i}));
@@ -794,7 +767,7 @@ fn disconnect_closes_a_user_on_every_worker_in_every_dialect() {
     // connection (worker 1); 5: someone else.
     let mut daves: Vec<Ws> = (0..3).map(|_| user(server.addr, "dave")).collect();
     let mut api = Client::new(server.addr);
-    let mut chat = open(server.addr, "/ws/lounge?username=dave");
+    let mut chat = ws(server.addr, "/ws/lounge?username=dave");
     let mut erin = user(server.addr, "erin");
     let _ = text(&mut chat);
     let r = api.post("/api/disconnect", json!({"user": "dave", "code": 4001}));

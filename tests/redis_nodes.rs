@@ -17,10 +17,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket, connect};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+use tungstenite::Message;
 
 /// A `roomcast serve` process on a free port, killed when dropped.
 struct Node {
@@ -80,46 +77,9 @@ fn urls(servers: &[&RedisServer]) -> Vec<String> {
     servers.iter().map(|s| s.url()).collect()
 }
 
-fn open(addr: SocketAddr, path: &str) -> Ws {
-    let (ws, _) = connect(format!("ws://{addr}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
-}
-
-fn user(addr: SocketAddr, name: &str) -> Ws {
-    let mut ws = open(addr, &format!("/ws?username={name}"));
-    assert_eq!(recv_json(&mut ws)["type"], "welcome");
-    ws
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).unwrap();
-}
-
 fn join(ws: &mut Ws, room: &str) -> Value {
     send(ws, json!({"type": "join", "room": room}));
     next_of(ws, "joined")
-}
-
-fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let event = recv_json(ws);
-        if event["type"] == kind {
-            return event;
-        }
-    }
-}
-
-/// The next `n` messages: (seq, content).
-fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
-    (0..n)
-        .map(|_| {
-            let m = next_of(ws, "message");
-            (m["seq"].as_u64().unwrap(), m["content"].clone())
-        })
-        .collect()
 }
 
 fn health(addr: SocketAddr) -> (u16, Value) {
@@ -325,8 +285,8 @@ fn recovery_works_on_a_different_node() {
 fn the_raw_relay_and_the_chat_dialect_cross_nodes() {
     let redis = RedisServer::start();
     let (a, b) = (Node::start(&urls(&[&redis]), &[]), Node::start(&urls(&[&redis]), &[]));
-    let mut subs = vec![open(a.addr(), "/pubsub/news"), open(b.addr(), "/pubsub/news")];
-    let mut chat = open(b.addr(), "/ws/news?username=carol");
+    let mut subs = vec![ws(a.addr(), "/pubsub/news"), ws(b.addr(), "/pubsub/news")];
+    let mut chat = ws(b.addr(), "/ws/news?username=carol");
     // The 101 means subscribed: frames sent right after reach every node.
     for i in 0..10 {
         subs[i % 2].send(Message::text(format!("t{i}"))).unwrap();
@@ -409,7 +369,7 @@ fn redis_restarted_in_the_middle_of_traffic() {
     let mut bob = user(b.addr(), "bob");
     let epoch = join(&mut alice, room)["epoch"].clone();
     join(&mut bob, room);
-    let mut chat = open(b.addr(), &format!("/ws/{room}?username=carol"));
+    let mut chat = ws(b.addr(), &format!("/ws/{room}?username=carol"));
     for k in 0..5 {
         send(
             &mut alice,
@@ -797,8 +757,8 @@ fn the_publish_api_lists_and_disconnects_across_nodes() {
     // ben twice more on node b: a second /ws connection and the chat dialect.
     let mut ben2 = user(b.addr(), "ben");
     join(&mut ben2, &rooms[0]);
-    let mut ben_chat = open(b.addr(), &format!("/ws/{}?username=ben", rooms[1]));
-    let mut sub = open(a.addr(), &format!("/pubsub/{}", rooms[5]));
+    let mut ben_chat = ws(b.addr(), &format!("/ws/{}?username=ben", rooms[1]));
+    let mut sub = ws(a.addr(), &format!("/pubsub/{}", rooms[5]));
     let (status, listed) = api(a.addr(), KEY, "GET", "/api/rooms", None);
     assert_eq!(status, 200, "{listed}");
     let expected: Vec<Value> = rooms

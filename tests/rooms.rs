@@ -14,10 +14,7 @@ use serde_json::{Value, json};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+use tungstenite::Message;
 
 /// How many workers the servers of the running test have, and how
 /// connections reach them. Every test below runs on one worker and on three
@@ -96,10 +93,6 @@ fn user(addr: SocketAddr, name: &str) -> Ws {
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["user"], name);
     ws
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).unwrap();
 }
 
 fn recv(ws: &mut Ws) -> Value {

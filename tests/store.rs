@@ -16,10 +16,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// The real binary on `port` with its history in `db`.
 struct Binary {
@@ -96,10 +92,6 @@ fn open(addr: SocketAddr, name: &str) -> Ws {
     ws
 }
 
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).unwrap();
-}
-
 /// `joined` for a join with these fields.
 fn join(ws: &mut Ws, join: Value) -> Value {
     let mut command = json!({"type": "join"});
@@ -122,24 +114,6 @@ fn publish(ws: &mut Ws, room: &str, content: Value) -> u64 {
     let message = next_of(ws, "message");
     assert_eq!(next_of(ws, "ack")["id"], "p");
     message["seq"].as_u64().unwrap()
-}
-
-fn next_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let event = recv_json(ws);
-        if event["type"] == kind {
-            return event;
-        }
-    }
-}
-
-fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
-    (0..n)
-        .map(|_| {
-            let m = next_of(ws, "message");
-            (m["seq"].as_u64().unwrap(), m["content"].clone())
-        })
-        .collect()
 }
 
 fn health(addr: SocketAddr) -> Value {

@@ -19,12 +19,9 @@ use roomcast::rooms::{RoomConfig, RoomServer};
 use roomcast::runtime::{AcceptMode, Outcome};
 use serde_json::{Value, json};
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+use tungstenite::Message;
 
 const WORKERS: usize = 3;
 
@@ -34,21 +31,6 @@ fn server(room: RoomConfig) -> Running {
             .workers(WORKERS)
             .accept(AcceptMode::Handoff),
     )
-}
-
-fn open(addr: SocketAddr, path: &str) -> Ws {
-    ws(addr, path)
-}
-
-/// A `/ws` client that has read its `welcome`.
-fn user(addr: SocketAddr, name: &str) -> Ws {
-    let mut ws = open(addr, &format!("/ws?username={name}"));
-    assert_eq!(recv_json(&mut ws)["type"], "welcome");
-    ws
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).unwrap();
 }
 
 fn join(ws: &mut Ws, room: &str) -> Value {
@@ -308,8 +290,8 @@ fn pubsub_and_chat_subscribers_on_other_workers_get_everything_after_their_101()
     let server = server(RoomConfig::default());
     let topic = room_owned_by(0, "t");
     // Worker 0 owns the topic; the subscribers sit on workers 0, 1, 2.
-    let mut subs: Vec<Ws> = (0..3).map(|_| open(server.addr, &format!("/pubsub/{topic}"))).collect();
-    let mut chat = open(server.addr, &format!("/ws/{topic}?username=carol")); // worker 0 again
+    let mut subs: Vec<Ws> = (0..3).map(|_| ws(server.addr, &format!("/pubsub/{topic}"))).collect();
+    let mut chat = ws(server.addr, &format!("/ws/{topic}?username=carol")); // worker 0 again
     // The 101 means subscribed: a message sent right after reaches all.
     subs[1].send(Message::text("first")).unwrap();
     for ws in &mut subs {
@@ -403,7 +385,7 @@ impl App for Fragile {
 #[test]
 fn a_worker_that_panics_takes_the_process_down_loudly() {
     let server = start_workers(test_config(), WORKERS, AcceptMode::Handoff, |_| Fragile);
-    let mut clients: Vec<Ws> = (0..WORKERS).map(|_| open(server.addr, "/")).collect();
+    let mut clients: Vec<Ws> = (0..WORKERS).map(|_| ws(server.addr, "/")).collect();
     for ws in &mut clients {
         ws.send(Message::text("hi")).unwrap();
         assert_eq!(ws.read().unwrap(), Message::text("hi"));
@@ -429,7 +411,7 @@ fn a_worker_that_panics_takes_the_process_down_loudly() {
 #[test]
 fn echo_runs_on_every_worker() {
     let server = start_workers(test_config(), WORKERS, AcceptMode::Handoff, |_| Echo);
-    let mut clients: Vec<Ws> = (0..WORKERS * 2).map(|_| open(server.addr, "/")).collect();
+    let mut clients: Vec<Ws> = (0..WORKERS * 2).map(|_| ws(server.addr, "/")).collect();
     for (i, ws) in clients.iter_mut().enumerate() {
         ws.send(Message::binary(vec![i as u8; 1000])).unwrap();
         assert_eq!(ws.read().unwrap(), Message::binary(vec![i as u8; 1000]));
@@ -473,7 +455,7 @@ fn hooks_see_every_connection_and_decide_every_message() {
     );
     let mut a = user(server.addr, "ann");
     let mut b = user(server.addr, "bo");
-    let mut sub = open(server.addr, "/pubsub/hooked?username=sub");
+    let mut sub = ws(server.addr, "/pubsub/hooked?username=sub");
     join(&mut a, "hooked");
     join(&mut b, "hooked");
     send(

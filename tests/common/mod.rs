@@ -458,3 +458,38 @@ pub fn ws(addr: SocketAddr, path: &str) -> tungstenite::WebSocket<tungstenite::s
     }
     ws
 }
+
+/// A client as [`ws`] returns it.
+pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// A `/ws` client that has read its `welcome`.
+pub fn user(addr: SocketAddr, name: &str) -> Ws {
+    let mut ws = ws(addr, &format!("/ws?username={name}"));
+    assert_eq!(recv_json(&mut ws)["type"], "welcome");
+    ws
+}
+
+/// Sends a room-protocol command.
+pub fn send(ws: &mut Ws, value: serde_json::Value) {
+    ws.send(tungstenite::Message::text(value.to_string())).unwrap();
+}
+
+/// The next event of `kind`, skipping others (presence changes).
+pub fn next_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    loop {
+        let event = recv_json(ws);
+        if event["type"] == kind {
+            return event;
+        }
+    }
+}
+
+/// The next `n` messages: (seq, content).
+pub fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, serde_json::Value)> {
+    (0..n)
+        .map(|_| {
+            let m = next_of(ws, "message");
+            (m["seq"].as_u64().unwrap(), m["content"].clone())
+        })
+        .collect()
+}
