@@ -299,7 +299,7 @@ impl<S> Ctx<'_, S> {
         if conn.out.len_bytes() >= limit {
             return match overflow {
                 OverflowPolicy::Drop => {
-                    conn.dropped += 1;
+                    conn.dropped = conn.dropped.saturating_add(1);
                     self.stats.dropped_messages.inc();
                     Sent::Dropped
                 }

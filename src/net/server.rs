@@ -26,7 +26,7 @@ use super::rate::{TokenBucket, Verdict};
 use super::send_queue::{BufPool, Chunk};
 use super::shared::{Refusal, Shared};
 use super::stats::Stats;
-use super::timers::Timers;
+use super::timers::{Surfaced, Timers};
 use super::transport::{Transport, tls_failure};
 use crate::protocol::deflate::{self, Compression};
 use crate::protocol::handshake::head::{HeadError, Request};
@@ -177,7 +177,7 @@ impl<A: App> Server<A> {
             worker,
             adopted: Vec::new(),
             conns: Slab::new(),
-            timers: Timers::default(),
+            timers: Timers::new(Instant::now()),
             generations: Generations::for_worker(worker, shared.worker_count()),
             app,
             config,
@@ -319,6 +319,7 @@ impl<A: App> Server<A> {
             pong_timeout: self.config.pong_timeout,
             idle_timeout: self.config.idle_timeout,
         }
+        .capped()
     }
 
     /// The connection `id` refers to, if it is still the slot's occupant.
@@ -327,11 +328,8 @@ impl<A: App> Server<A> {
     }
 
     fn set_deadline(&mut self, id: ConnId, at: Instant) {
-        if let Some(conn) = self.conn(id)
-            && conn.deadline != at
-        {
-            conn.deadline = at;
-            self.timers.schedule(at, id);
+        if let Some(conn) = lookup(&mut self.conns, id) {
+            self.timers.set(&mut conn.timer, at, id);
         }
     }
 
@@ -440,9 +438,9 @@ impl<A: App> Server<A> {
             self.shared.release(peer.ip());
             return;
         }
-        let deadline = now + self.config.handshake_timeout;
-        entry.insert(Conn::new(id, socket, peer, self.config.max_head_size, deadline));
-        self.timers.schedule(deadline, id);
+        let conn = entry.insert(Conn::new(id, socket, peer, self.config.max_head_size));
+        self.timers
+            .set(&mut conn.timer, now + self.config.handshake_timeout, id);
     }
 
     /// Answers a connection refused at accept, before reading anything. Over
@@ -581,7 +579,7 @@ impl<A: App> Server<A> {
     }
 
     fn on_request(&mut self, id: ConnId, request: Request, now: Instant) {
-        let Some(peer) = self.conn(id).map(|c| c.peer) else {
+        let Some(peer) = self.conn(id).map(|c| c.peer.addr()) else {
             return;
         };
         let draining = self.drain_deadline.is_some();
@@ -792,7 +790,9 @@ impl<A: App> Server<A> {
                 None => None,
             };
             if let (Some(heartbeat), Some(event)) = (heartbeat, &event) {
-                if let (Event::Pong(_), Some(rtt)) = (event, heartbeat.round_trip(now)) {
+                if let Event::Pong(pong) = event
+                    && let Some(rtt) = heartbeat.round_trip(now, self.timers.epoch(), pong)
+                {
                     self.stats.ping_rtt.observe(rtt.as_nanos() as u64);
                 }
                 heartbeat.heard(now, matches!(event, Event::Text(_) | Event::Binary(_)));
@@ -1010,14 +1010,17 @@ impl<A: App> Server<A> {
         }
         let dropped = std::mem::take(&mut conn.dropped);
         if dropped > 0 && matches!(conn.phase, Phase::Open { .. }) {
-            self.with_ctx(now, |app, ctx| app.on_drained(ctx, id, dropped));
+            self.with_ctx(now, |app, ctx| app.on_drained(ctx, id, dropped.into()));
             self.finish_closing(now);
         }
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        while let Some((at, id)) = self.timers.pop_due(now) {
-            if self.conn(id).is_some_and(|c| c.deadline == at) {
+        while let Some(entry) = self.timers.pop_due(now) {
+            let id = entry.1;
+            if let Some(conn) = lookup(&mut self.conns, id)
+                && self.timers.surfaced(&mut conn.timer, entry, now) == Surfaced::Due
+            {
                 self.on_deadline(id, now);
             }
         }
@@ -1034,10 +1037,8 @@ impl<A: App> Server<A> {
         let limits = self.per_ip_limits();
         self.shared.prune(&limits, now);
         let conns = &self.conns;
-        self.timers.compact(conns.len(), |at, id| {
-            conns
-                .get(id.index as usize)
-                .is_some_and(|c| c.id == id && c.deadline == at)
+        self.timers.compact(conns.len(), |id| {
+            conns.get(id.index as usize).filter(|c| c.id == id).map(|c| &c.timer)
         });
         if self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4 {
             self.conns.shrink_to_fit();
@@ -1049,6 +1050,7 @@ impl<A: App> Server<A> {
 
     fn on_deadline(&mut self, id: ConnId, now: Instant) {
         let policy = self.heartbeat_policy();
+        let epoch = self.timers.epoch();
         let Some(conn) = self.conn(id) else { return };
         match &mut conn.phase {
             Phase::Http(http) if http.owes_answer() => {
@@ -1068,7 +1070,7 @@ impl<A: App> Server<A> {
             Phase::Open { ws, heartbeat, .. } => match heartbeat.check(now, &policy) {
                 action @ (Action::Nothing | Action::SendPing) => {
                     if action == Action::SendPing {
-                        ws.send_ping(b"");
+                        ws.send_ping(&Heartbeat::ping_payload(now, epoch));
                     }
                     let output = ws.take_output();
                     let next = heartbeat.next_deadline(&policy);
@@ -1130,10 +1132,11 @@ impl<A: App> Server<A> {
         }
         // Connections still waiting for a close answer must not outlive the deadline.
         let deadline = now + self.config.shutdown_timeout;
+        let timers = &self.timers;
         let late: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.deadline > deadline)
+            .filter(|(_, c)| timers.deadline(&c.timer) > deadline)
             .map(|(_, c)| c.id)
             .collect();
         for id in late {

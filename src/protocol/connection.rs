@@ -24,7 +24,8 @@ pub enum Role {
     Client,
 }
 
-/// Size limits, checked as bytes arrive.
+/// Size limits, checked as bytes arrive. A connection keeps them in 32
+/// bits: a limit past 4 GiB acts as 4 GiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest frame payload accepted (1009 beyond).
@@ -106,8 +107,8 @@ struct FrameState {
     fin: bool,
     mask: Option<[u8; 4]>,
     remaining: u64,
-    /// Payload bytes already seen, for the mask phase.
-    offset: usize,
+    /// Payload bytes already seen, modulo 4: the mask phase.
+    offset: u8,
 }
 
 /// A data message being reassembled from its frames.
@@ -124,17 +125,43 @@ struct Assembly {
 pub struct Connection {
     role: Role,
     state: State,
-    limits: Limits,
+    limits: Caps,
     header: [u8; MAX_HEADER_LEN],
     header_len: u8,
     frame: Option<FrameState>,
     /// The data message being assembled: boxed, because an idle connection
     /// (or one whose messages arrive as whole frames) has none.
     message: Option<Box<Assembly>>,
+    compression: Option<Box<Compression>>,
+    /// Boxed on first use: most connections never need it.
+    side: Option<Box<Side>>,
+}
+
+/// What a connection holds only now and then: an idle one keeps a word
+/// for both, not two vectors.
+#[derive(Debug, Default)]
+struct Side {
     /// Payload of the control frame in progress (at most 125 bytes).
     control: Vec<u8>,
-    compression: Option<Box<Compression>>,
+    /// Frames the connection wrote itself (pong, close) or by `send`.
     output: Vec<u8>,
+}
+
+/// `Limits` in 8 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    max_frame_size: u32,
+    max_message_size: u32,
+}
+
+impl Caps {
+    fn new(limits: Limits) -> Self {
+        let cap = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Caps {
+            max_frame_size: cap(limits.max_frame_size),
+            max_message_size: cap(limits.max_message_size),
+        }
+    }
 }
 
 impl Connection {
@@ -142,14 +169,13 @@ impl Connection {
         Connection {
             role,
             state: State::Open,
-            limits,
+            limits: Caps::new(limits),
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
             frame: None,
             message: None,
-            control: Vec::new(),
             compression: None,
-            output: Vec::new(),
+            side: None,
         }
     }
 
@@ -168,7 +194,10 @@ impl Connection {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        Limits {
+            max_frame_size: self.limits.max_frame_size as usize,
+            max_message_size: self.limits.max_message_size as usize,
+        }
     }
 
     /// Whether data frames may still be sent (no close sent yet).
@@ -188,17 +217,31 @@ impl Connection {
 
     /// Whether bytes are waiting in `take_output`.
     pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
+        self.side.as_ref().is_some_and(|s| !s.output.is_empty())
+    }
+
+    fn side(&mut self) -> &mut Side {
+        self.side.get_or_insert_with(Box::default)
+    }
+
+    fn take_control(&mut self) -> Vec<u8> {
+        self.side
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.control))
+            .unwrap_or_default()
     }
 
     /// Takes the bytes to write to the peer, in order.
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.output)
+        self.side
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.output))
+            .unwrap_or_default()
     }
 
     /// Bytes buffered for a message in progress (for memory accounting).
     pub fn buffered(&self) -> usize {
-        self.message.as_ref().map_or(0, |m| m.data.capacity()) + self.control.capacity()
+        self.message.as_ref().map_or(0, |m| m.data.capacity()) + self.side.as_ref().map_or(0, |s| s.control.capacity())
     }
 
     /// Feeds bytes received from the peer, pushing what happened to
@@ -290,10 +333,10 @@ impl Connection {
         if h.mask.is_some() != (self.role == Role::Server) {
             return Err(Error::BadMasking);
         }
-        if h.payload_len > self.limits.max_frame_size as u64 {
+        if h.payload_len > u64::from(self.limits.max_frame_size) {
             return Err(Error::FrameTooLarge);
         }
-        if h.payload_len > self.limits.max_message_size as u64 {
+        if h.payload_len > u64::from(self.limits.max_message_size) {
             return Err(Error::MessageTooLarge);
         }
         Ok(())
@@ -327,7 +370,7 @@ impl Connection {
                     self.payload(frame, piece)?;
                     let frame = self.frame.as_mut().expect("frame in progress");
                     frame.remaining -= n as u64;
-                    frame.offset += n;
+                    frame.offset = ((frame.offset as usize + n) % 4) as u8;
                     if frame.remaining == 0 { self.end_frame()? } else { None }
                 }
             };
@@ -344,7 +387,7 @@ impl Connection {
         if h.mask.is_some() != (self.role == Role::Server) {
             return Err(Error::BadMasking);
         }
-        if h.payload_len > self.limits.max_frame_size as u64 {
+        if h.payload_len > u64::from(self.limits.max_frame_size) {
             return Err(Error::FrameTooLarge);
         }
         match h.opcode {
@@ -383,7 +426,7 @@ impl Connection {
             && !msg.compressed
         {
             // Fail before buffering when the declared size already breaks the limit.
-            if msg.data.len() as u64 + h.payload_len > self.limits.max_message_size as u64 {
+            if msg.data.len() as u64 + h.payload_len > u64::from(self.limits.max_message_size) {
                 return Err(Error::MessageTooLarge);
             }
             // Bounded by the limit above; capped so a header alone cannot
@@ -406,10 +449,11 @@ impl Connection {
     /// Processes one piece of the current frame's payload.
     fn payload(&mut self, frame: FrameState, piece: &[u8]) -> Result<(), Error> {
         if frame.opcode.is_control() {
-            let start = self.control.len();
-            self.control.extend_from_slice(piece);
+            let control = &mut self.side().control;
+            let start = control.len();
+            control.extend_from_slice(piece);
             if let Some(key) = frame.mask {
-                apply_mask(&mut self.control[start..], key, frame.offset);
+                apply_mask(&mut control[start..], key, frame.offset.into());
             }
             return Ok(());
         }
@@ -418,14 +462,14 @@ impl Connection {
         let mut inflated = Ok(());
         if msg.compressed {
             let inflater = self.compression.as_mut().expect("compressed implies negotiated");
-            let limit = self.limits.max_message_size;
+            let limit = self.limits.max_message_size as usize;
             inflated = match frame.mask {
                 None => inflater.inflate(piece, &mut msg.data, limit),
                 Some(key) => {
                     // Unmask through a small stack buffer: the compressed bytes
                     // are needed only until the inflater has consumed them.
                     let mut scratch = [0u8; 4096];
-                    let mut offset = frame.offset;
+                    let mut offset = usize::from(frame.offset);
                     piece.chunks(scratch.len()).try_for_each(|chunk| {
                         let buf = &mut scratch[..chunk.len()];
                         buf.copy_from_slice(chunk);
@@ -438,7 +482,7 @@ impl Connection {
         } else {
             msg.data.extend_from_slice(piece);
             if let Some(key) = frame.mask {
-                apply_mask(&mut msg.data[start..], key, frame.offset);
+                apply_mask(&mut msg.data[start..], key, frame.offset.into());
             }
         }
         // What was inflated before an inflate error came first in the
@@ -454,15 +498,15 @@ impl Connection {
         let frame = self.frame.take().expect("frame in progress");
         let event = match frame.opcode {
             Opcode::Ping => {
-                let payload = std::mem::take(&mut self.control);
+                let payload = self.take_control();
                 if self.state == State::Open {
                     self.push_frame(Opcode::Pong, &payload);
                 }
                 Event::Ping(payload)
             }
-            Opcode::Pong => Event::Pong(std::mem::take(&mut self.control)),
+            Opcode::Pong => Event::Pong(self.take_control()),
             Opcode::Close => {
-                let payload = std::mem::take(&mut self.control);
+                let payload = self.take_control();
                 let close = parse_close_payload(&payload)?;
                 if self.state == State::Open {
                     // Section 5.5.1: reply with a close frame, echoing the code.
@@ -479,7 +523,7 @@ impl Connection {
                 if msg.compressed {
                     let inflater = self.compression.as_mut().expect("compressed implies negotiated");
                     let start = msg.data.len();
-                    let finished = inflater.finish_message(&mut msg.data, self.limits.max_message_size);
+                    let finished = inflater.finish_message(&mut msg.data, self.limits.max_message_size as usize);
                     if msg.kind == MessageKind::Text {
                         msg.utf8.feed(&msg.data[start..]).map_err(|_| Error::InvalidUtf8)?;
                     }
@@ -504,7 +548,7 @@ impl Connection {
 
     fn push_frame(&mut self, opcode: Opcode, payload: &[u8]) {
         let mask = self.mask_key();
-        write_frame(&mut self.output, opcode, true, false, mask, payload);
+        write_frame(&mut self.side().output, opcode, true, false, mask, payload);
     }
 
     fn push_close(&mut self, code: CloseCode, reason: &str) {
@@ -514,9 +558,11 @@ impl Connection {
     /// Queues a data message, compressed when negotiated and worthwhile.
     /// Ignored once a close has been sent (section 5.5.1).
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
-        let mut output = std::mem::take(&mut self.output);
+        let mut output = self.take_output();
         self.send_into(kind, payload, &mut output);
-        self.output = output;
+        if !output.is_empty() {
+            self.side().output = output;
+        }
     }
 
     /// As `send`, but the frame is appended to `out` instead of this
