@@ -71,6 +71,7 @@ on_every_layout!(
     bad_upgrades_and_http_routes,
     chat_tutorial_mode_is_byte_compatible,
     pubsub_relays_frames_verbatim_to_all_subscribers,
+    a_burst_reaches_every_member_in_order_in_its_dialect,
     a_stalled_reader_is_closed_and_delays_no_one,
     a_stalled_reader_under_drop_policy_is_told_what_it_missed,
     rate_limits_answer_then_close_on_abuse,
@@ -512,6 +513,54 @@ fn pubsub_relays_frames_verbatim_to_all_subscribers() {
     assert!(seen[0].contains(&Message::binary(vec![1u8, 2, 3])));
     other.send(Message::text("only here")).unwrap();
     assert_eq!(other.read().unwrap(), Message::text("only here"));
+}
+
+/// Messages that arrive in one read go out as one batch per member: every
+/// member still gets each of them, in order, in its own dialect, and the
+/// sender of a run of typing events none of its own.
+fn a_burst_reaches_every_member_in_order_in_its_dialect() {
+    const BURST: usize = 80;
+    let server = server();
+    let mut publisher = open(server.addr, "/pubsub/burst");
+    let mut subscriber = open(server.addr, "/pubsub/burst");
+    let mut carol = user(server.addr, "carol");
+    join(&mut carol, "burst");
+    // One write (within the rate limit's burst of 100): the server reads
+    // the whole burst in one turn.
+    for i in 0..BURST {
+        publisher.write(Message::text(format!("m{i}"))).unwrap();
+    }
+    publisher.flush().unwrap();
+    for ws in [&mut publisher, &mut subscriber] {
+        for i in 0..BURST {
+            assert_eq!(ws.read().unwrap(), Message::text(format!("m{i}")));
+        }
+    }
+    let mut seq = 0;
+    for i in 0..BURST {
+        let m = recv(&mut carol);
+        assert_eq!(
+            (&m["type"], &m["content"]),
+            (&json!("message"), &json!(format!("m{i}")))
+        );
+        assert!(m["seq"].as_u64().unwrap() > seq, "{m}");
+        seq = m["seq"].as_u64().unwrap();
+    }
+    let mut dave = user(server.addr, "dave");
+    join(&mut dave, "burst");
+    recv(&mut carol); // user_joined dave
+    for typing in [true, false, true] {
+        let command = json!({"type": "typing", "room": "burst", "typing": typing});
+        carol.write(Message::text(command.to_string())).unwrap();
+    }
+    carol.flush().unwrap();
+    for typing in [true, false, true] {
+        assert_eq!(
+            recv(&mut dave),
+            json!({"type": "typing", "room": "burst", "user": "carol", "typing": typing})
+        );
+    }
+    assert_quiet(&mut carol);
 }
 
 fn slow_consumer_setup(policy: OverflowPolicy) -> (Running, Ws, Ws, TcpStream) {

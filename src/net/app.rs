@@ -99,6 +99,50 @@ impl Outgoing {
     }
 }
 
+/// Prepared messages that go to many connections together, in order:
+/// framed once into one buffer, so that each recipient costs one queue
+/// operation for all of them, not one per message.
+pub struct Batch<'a> {
+    messages: Vec<&'a Outgoing>,
+    plain: OnceLock<Arc<[u8]>>,
+    compressed: OnceLock<Arc<[u8]>>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(messages: Vec<&'a Outgoing>) -> Self {
+        Batch {
+            messages,
+            plain: OnceLock::new(),
+            compressed: OnceLock::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The frames one after another; one message's own frame is shared as is.
+    fn joined(&self, frame: impl Fn(&Outgoing) -> &Arc<[u8]>) -> Arc<[u8]> {
+        match self.messages[..] {
+            [one] => frame(one).clone(),
+            _ => self.messages.iter().flat_map(|m| frame(m).iter().copied()).collect(),
+        }
+    }
+
+    fn plain(&self) -> &Arc<[u8]> {
+        self.plain.get_or_init(|| self.joined(Outgoing::frame))
+    }
+
+    fn compressed(&self, compressor: &SharedCompressor) -> &Arc<[u8]> {
+        self.compressed
+            .get_or_init(|| self.joined(|m| m.compressed_frame(compressor)))
+    }
+}
+
 /// Frames `data` for an open connection straight into its queue's tail,
 /// after anything the protocol queued by itself; returns the bytes added.
 fn frame_into<S>(conn: &mut Conn<S>, pool: &mut BufPool, kind: MessageKind, data: &[u8]) -> usize {
@@ -181,6 +225,11 @@ pub trait App {
     /// Called once `next_deadline` has passed.
     fn on_timer(&mut self, _ctx: &mut Ctx<'_, Self::State>) {}
 
+    /// Called once per loop turn, after its events and before its output
+    /// is written: work the application gathered over the turn (a room's
+    /// messages, fanned out together) is finished here.
+    fn on_turn_end(&mut self, _ctx: &mut Ctx<'_, Self::State>) {}
+
     /// Called on every loop turn, right after `poll` returns and before the
     /// turn's socket events: work handed over by other threads (through the
     /// loop's `Waker`) is taken here.
@@ -253,12 +302,12 @@ impl<S> Ctx<'_, S> {
 
     /// Frames and queues a message (compressed if negotiated).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
-        self.enqueue(id, |conn, pool| frame_into(conn, pool, kind, data))
+        self.enqueue(id, 1, |conn, pool| frame_into(conn, pool, kind, data))
     }
 
     /// Queues an already framed message shared among many connections.
     pub fn send_shared(&mut self, id: ConnId, frame: &Arc<[u8]>) -> Sent {
-        self.enqueue(id, |conn, pool| {
+        self.enqueue(id, 1, |conn, pool| {
             conn.out.push_shared(frame, pool);
             frame.len()
         })
@@ -271,7 +320,7 @@ impl<S> Ctx<'_, S> {
     pub fn send_outgoing(&mut self, id: ConnId, out: &Outgoing) -> Sent {
         let shared = SharedCompressor::new(&self.config.deflate);
         // One lookup per recipient: this is the fan-out loop.
-        self.enqueue(id, |conn, pool| {
+        self.enqueue(id, 1, |conn, pool| {
             let Phase::Open { ws, .. } = &conn.phase else {
                 return 0;
             };
@@ -285,9 +334,35 @@ impl<S> Ctx<'_, S> {
         })
     }
 
+    /// Queues a batch of prepared messages, in order, as `send_outgoing`
+    /// would one by one, but with one queue operation for them all (under
+    /// the overflow policy they are queued, or dropped, together).
+    pub fn send_batch(&mut self, id: ConnId, batch: &Batch) -> Sent {
+        if batch.is_empty() {
+            return Sent::Queued;
+        }
+        let shared = SharedCompressor::new(&self.config.deflate);
+        self.enqueue(id, batch.len() as u64, |conn, pool| {
+            let Phase::Open { ws, .. } = &conn.phase else {
+                return 0;
+            };
+            let frames = match ws.compression().map(|c| c.accepts_shared(&shared)) {
+                None => batch.plain(),
+                Some(true) => batch.compressed(&shared),
+                Some(false) => {
+                    let each = |m: &&Outgoing| frame_into(conn, pool, m.kind, &m.payload);
+                    return batch.messages.iter().map(each).sum();
+                }
+            };
+            conn.out.push_shared(frames, pool);
+            frames.len()
+        })
+    }
+
     /// Queues what `queue` adds to an open connection's output (returning
     /// the bytes added), unless the overflow policy says otherwise.
-    fn enqueue(&mut self, id: ConnId, queue: impl FnOnce(&mut Conn<S>, &mut BufPool) -> usize) -> Sent {
+    /// `messages`: how many messages that is (for the counters).
+    fn enqueue(&mut self, id: ConnId, messages: u64, queue: impl FnOnce(&mut Conn<S>, &mut BufPool) -> usize) -> Sent {
         let limit = self.config.max_send_queue;
         let overflow = self.config.overflow;
         let Some(conn) = lookup(self.conns, id).filter(|c| matches!(c.phase, Phase::Open { .. })) else {
@@ -299,8 +374,8 @@ impl<S> Ctx<'_, S> {
         if conn.out.len_bytes() >= limit {
             return match overflow {
                 OverflowPolicy::Drop => {
-                    conn.dropped = conn.dropped.saturating_add(1);
-                    self.stats.dropped_messages.inc();
+                    conn.dropped = conn.dropped.saturating_add(u32::try_from(messages).unwrap_or(u32::MAX));
+                    self.stats.dropped_messages.add(messages);
                     Sent::Dropped
                 }
                 OverflowPolicy::Close => {
@@ -314,7 +389,7 @@ impl<S> Ctx<'_, S> {
         }
         let added = queue(conn, self.pool);
         self.stats.queued(added);
-        self.stats.messages_out.inc();
+        self.stats.messages_out.add(messages);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);

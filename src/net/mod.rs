@@ -18,7 +18,7 @@ pub mod timers;
 pub mod tls;
 mod transport;
 
-pub use app::{App, CloseReason, Ctx, Outgoing, Route, Sent};
+pub use app::{App, Batch, CloseReason, Ctx, Outgoing, Route, Sent};
 pub use config::{Config, OverflowPolicy};
 pub use id::ConnId;
 pub use mailbox::Mailbox;

@@ -60,7 +60,7 @@ pub struct BufPool {
 
 /// What a pool keeps at most: enough for every member of a large room to
 /// get a queue in one loop turn, bounded per worker.
-const POOL_BYTES: usize = 2 * 1024 * 1024;
+const POOL_BYTES: usize = 16 * 1024 * 1024;
 /// A tail buffer larger than this is freed rather than kept.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 /// A chunk list longer than this is freed rather than kept.

@@ -234,6 +234,8 @@ impl<A: App> Server<A> {
                 );
                 return Ok(());
             }
+            self.with_ctx(now, |app, ctx| app.on_turn_end(ctx));
+            self.finish_closing(now);
             // Work for other threads leaves before our replies reach any client.
             let may_block = self.app.before_poll() & self.handoff.as_ref().is_none_or(|h| h.inbox.park());
             // Everything queued since the last poll goes out before we block.

@@ -7,7 +7,7 @@ use super::session::Session;
 use super::wire::{self, ChatEnvelope, CommandError, ErrorCode, Event};
 use super::{Dialect, Rooms};
 use crate::engine::{Delivery, EventKind, JoinedRoom, Name, Refused, RoomEvent, Stored, Ticket};
-use crate::net::{ConnId, Ctx, Outgoing};
+use crate::net::{Batch, ConnId, Ctx, Outgoing};
 use crate::protocol::{CloseCode, MessageKind};
 use std::sync::Arc;
 
@@ -91,11 +91,39 @@ fn refusal_error(ticket: Ticket, why: Refused) -> CommandError {
 impl Rooms {
     /// Applies deliveries until none is left (applying one may run held-back
     /// commands, which may produce more).
+    /// A run of events for one room goes out as one batch per member.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, Session>) {
+        let mut run: Vec<Arc<RoomEvent>> = Vec::new();
         while !self.work.is_empty() {
             for delivery in std::mem::take(&mut self.work) {
+                if let Delivery::Room(event) = delivery {
+                    if run.first().is_some_and(|first| first.room != event.room) {
+                        self.fan_out(ctx, &std::mem::take(&mut run));
+                    }
+                    run.push(event);
+                    continue;
+                }
+                if !run.is_empty() && !self.is_silent(ctx, &delivery) {
+                    self.fan_out(ctx, &std::mem::take(&mut run));
+                }
                 self.apply(ctx, delivery);
             }
+            if !run.is_empty() {
+                self.fan_out(ctx, &std::mem::take(&mut run));
+            }
+        }
+    }
+
+    /// Whether applying `delivery` sends nothing: the acknowledgement of a
+    /// command that succeeded and whose sender asked for no reply (no id;
+    /// every raw publish), with no commands of its sender held back. Such a
+    /// delivery may go ahead of room events waiting to be fanned out.
+    pub(super) fn is_silent(&self, ctx: &mut Ctx<'_, Session>, delivery: &Delivery) -> bool {
+        match delivery {
+            Delivery::Done { ticket, result: Ok(_) } if ticket.id.is_none() && !self.api.owns(delivery) => {
+                ctx.state(ticket.conn).is_none_or(|s| !s.has_deferred())
+            }
+            _ => false,
         }
     }
 
@@ -104,7 +132,7 @@ impl Rooms {
             return self.api_reply(ctx, delivery);
         }
         match delivery {
-            Delivery::Room(event) => self.fan_out(ctx, &event),
+            Delivery::Room(event) => self.fan_out(ctx, &[event]),
             Delivery::Direct { to, event } => {
                 if let Some(conns) = self.users.get(&to) {
                     for &conn in conns {
@@ -249,27 +277,49 @@ impl Rooms {
         }
     }
 
-    /// A room event to this worker's members of its room.
-    fn fan_out(&mut self, ctx: &mut Ctx<'_, Session>, event: &Arc<RoomEvent>) {
-        let Some(local) = self.local.get(&event.room) else {
+    /// Consecutive events of one room to this worker's members of it: each
+    /// member gets them as one batch (its own messages left out where an
+    /// event says so).
+    fn fan_out(&mut self, ctx: &mut Ctx<'_, Session>, events: &[Arc<RoomEvent>]) {
+        let Some(local) = events.first().and_then(|e| self.local.get(&e.room)) else {
             return;
         };
-        let skip = event.skip.filter(|s| s.worker == self.worker).map(|s| s.id);
-        let mut cache: [Option<Option<&Outgoing>>; 3] = [None; 3];
-        let mut reached = 0;
+        let skip = |e: &RoomEvent| e.skip.filter(|s| s.worker == self.worker).map(|s| s.id);
+        let skipped: Vec<ConnId> = events.iter().filter_map(|e| skip(e)).collect();
+        let mut batches: [Option<Batch>; 3] = [None, None, None];
+        // Members reached: batched, per dialect; one at a time, per event.
+        let mut batched = [0usize; 3];
+        let mut singly = vec![0usize; events.len()];
         for &(member, dialect) in local.members() {
-            if Some(member) == skip {
+            if skipped.contains(&member) {
+                // Rare (a member's own message in a run): one at a time.
+                for (i, event) in events.iter().enumerate() {
+                    if skip(event) != Some(member)
+                        && let Some(out) = prepared(event, dialect)
+                    {
+                        ctx.send_outgoing(member, out);
+                        singly[i] += 1;
+                    }
+                }
                 continue;
             }
-            let out = *cache[dialect.index()].get_or_insert_with(|| prepared(event, dialect));
-            if let Some(out) = out {
-                ctx.send_outgoing(member, out);
-                reached += 1;
-            }
+            let batch = batches[dialect.index()]
+                .get_or_insert_with(|| Batch::new(events.iter().filter_map(|e| prepared(e, dialect)).collect()));
+            ctx.send_batch(member, batch);
+            batched[dialect.index()] += 1;
         }
-        if let EventKind::Message(_) = event.kind {
-            self.counters.fanout.observe(reached);
-            let waited = std::time::Instant::now().saturating_duration_since(event.at);
+        let now = std::time::Instant::now();
+        for (event, singly) in events.iter().zip(singly) {
+            if !matches!(event.kind, EventKind::Message(_)) {
+                continue;
+            }
+            let reached: usize = Dialect::ALL
+                .into_iter()
+                .filter(|d| batched[d.index()] > 0 && prepared(event, *d).is_some())
+                .map(|d| batched[d.index()])
+                .sum();
+            self.counters.fanout.observe((reached + singly) as u64);
+            let waited = now.saturating_duration_since(event.at);
             self.counters.enqueue.observe(waited.as_nanos() as u64);
         }
     }

@@ -676,6 +676,11 @@ impl App for Rooms {
         let (user, dialect) = (session.user.clone(), session.dialect);
         let home = session.rooms.first().cloned();
         let may_publish = home.as_ref().is_none_or(|room| session.can_publish(room));
+        // Only a publish on a raw dialect adds to the turn's batch; a reply
+        // or a close must not overtake room events still waiting for it.
+        if !(matches!(verdict, Verdict::Allow) && dialect != Dialect::Json && may_publish) {
+            self.pump(ctx);
+        }
         match verdict {
             Verdict::Allow => {}
             Verdict::Limited => {
@@ -728,6 +733,16 @@ impl App for Rooms {
                 });
             }
         }
+        // Room events wait for the end of the turn, so that the turn's
+        // messages to one room reach each member as one batch; anything
+        // that sends (a reply, an ack asked for) goes now, in order with them.
+        let waits = |d: &Delivery| matches!(d, Delivery::Room(_)) || self.is_silent(ctx, d);
+        if !self.work.iter().all(waits) {
+            self.pump(ctx);
+        }
+    }
+
+    fn on_turn_end(&mut self, ctx: &mut Ctx<'_, Session>) {
         self.pump(ctx);
     }
 
