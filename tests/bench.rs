@@ -78,6 +78,10 @@ fn echo_scenario_binary_messages_split_across_reads() {
 }
 
 fn broadcast(addr: SocketAddr, path: &str, mode: Mode) -> Value {
+    broadcast_sized(addr, path, mode, 64, false)
+}
+
+fn broadcast_sized(addr: SocketAddr, path: &str, mode: Mode, size: usize, deflate: bool) -> Value {
     let report = bench::run_broadcast(&BroadcastConfig {
         common: common(addr, path),
         members: 20,
@@ -85,10 +89,11 @@ fn broadcast(addr: SocketAddr, path: &str, mode: Mode) -> Value {
         // Low enough for roomcast's default rate limit (50/s per connection).
         rate: 20.0,
         window: 16,
-        size: 64,
+        size,
         mode,
         room: "bench".into(),
         drain: Duration::from_secs(3),
+        deflate,
     })
     .unwrap();
     json_line(&report)
@@ -106,6 +111,20 @@ fn broadcast_over_raw_pubsub_loses_nothing_at_low_rate() {
     assert_eq!(f(&v, "lost"), 0.0, "{v}");
     assert!(f(&v["latency_us"], "p50") > 0.0);
     assert_eq!(f(&v, "errors"), 0.0);
+}
+
+#[test]
+fn broadcast_with_deflate_inflates_every_delivery() {
+    let server = common::start_rooms(RoomServer::new(common::test_config(), RoomConfig::default()));
+    for (path, mode) in [("/pubsub/bench", Mode::Raw), ("/ws?username=bench", Mode::Rooms)] {
+        // 1 KiB of varied text: over the compression threshold, so every
+        // delivery arrives compressed and is counted only if it inflates.
+        let v = broadcast_sized(server.addr, path, mode, 1024, true);
+        assert_eq!(v["deflate"], true);
+        assert!(f(&v, "deliveries") > 0.0, "{v}");
+        assert_eq!(f(&v, "lost"), 0.0, "{v}");
+        assert_eq!(f(&v, "errors"), 0.0, "{v}");
+    }
 }
 
 #[test]

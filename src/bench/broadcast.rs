@@ -55,6 +55,9 @@ pub struct BroadcastConfig {
     pub room: String,
     /// Longest wait for missing deliveries after the window.
     pub drain: Duration,
+    /// Offer permessage-deflate; messages are padded with varied text
+    /// (`payload::stamp_varied`) so that they compress like JSON.
+    pub deflate: bool,
 }
 
 /// Time given to a raw relay to register subscribers after their 101.
@@ -74,6 +77,8 @@ struct Broadcast {
     window_limit: usize,
     /// Nanoseconds between two messages of one publisher, when paced.
     interval: Option<u64>,
+    /// Pad with varied text, not dots (compression is on).
+    varied: bool,
     publishing: bool,
     /// Scratch for composing messages: reused, never reallocated once grown.
     buf: Vec<u8>,
@@ -97,7 +102,11 @@ impl Broadcast {
             self.buf.extend_from_slice(self.room.as_bytes());
             self.buf.extend_from_slice(b"\",\"content\":\"");
         }
-        payload::stamp(&mut self.buf, now, p as u32, self.size);
+        if self.varied {
+            payload::stamp_varied(&mut self.buf, now, p as u32, self.size);
+        } else {
+            payload::stamp(&mut self.buf, now, p as u32, self.size);
+        }
         if self.mode == Mode::Rooms {
             self.buf.extend_from_slice(b"\"}");
         }
@@ -203,6 +212,9 @@ pub fn run(config: &BroadcastConfig) -> io::Result<Report> {
     let total = config.members + publishers;
     let mut driver = Driver::new(common.target.clone(), total, common.sources(total), true)?;
     driver.spread_over(&common.spread);
+    if config.deflate {
+        driver.offer_deflate();
+    }
     let window_limit = config.window.max(1);
     let interval = (config.rate > 0.0).then(|| (1e9 * publishers as f64 / config.rate).max(1.0) as u64);
     let mut b = Broadcast {
@@ -212,6 +224,7 @@ pub fn run(config: &BroadcastConfig) -> io::Result<Report> {
         publishers: vec![Publisher::default(); publishers],
         window_limit,
         interval,
+        varied: config.deflate,
         publishing: false,
         buf: Vec::with_capacity(256 + config.size),
         joined: vec![false; total],
@@ -306,8 +319,13 @@ pub fn run(config: &BroadcastConfig) -> io::Result<Report> {
         None => format!("as fast as a window of {window_limit} allows"),
     };
     let mut r = Report::new("broadcast", common);
+    let deflate = if config.deflate {
+        ", permessage-deflate offered"
+    } else {
+        ""
+    };
     r.line(format!(
-        "broadcast ({mode}) {} members + {publishers} publishers, {pacing}, {secs:.1} s:",
+        "broadcast ({mode}) {} members + {publishers} publishers, {pacing}{deflate}, {secs:.1} s:",
         config.members
     ));
     r.line(format!(
@@ -342,6 +360,7 @@ pub fn run(config: &BroadcastConfig) -> io::Result<Report> {
         "rate": config.rate,
         "window": window_limit,
         "size": config.size,
+        "deflate": config.deflate,
         "duration_secs": secs,
         "published": b.published,
         "publish_per_sec": report::round(b.published as f64 / secs, 1),

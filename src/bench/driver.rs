@@ -15,11 +15,12 @@
 use super::frames::{Frame, FrameReader};
 use super::histogram::Histogram;
 use super::target::{Sources, Target};
+use crate::protocol::deflate::{Compression, DeflateConfig, client_accept, client_offer};
 use crate::protocol::frame::write_frame;
 use crate::protocol::handshake::client::{ClientRequest, validate};
 use crate::protocol::handshake::head::HeadReader;
 use crate::protocol::mask::random_key;
-use crate::protocol::{CloseCode, MessageKind, Opcode};
+use crate::protocol::{CloseCode, MessageKind, Opcode, Role};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
@@ -181,6 +182,8 @@ pub struct Driver {
     request: ClientRequest,
     sources: Sources,
     collect: bool,
+    /// permessage-deflate, offered in every upgrade request (`--deflate`).
+    deflate: Option<DeflateConfig>,
     to_open: usize,
     handshaking: usize,
     concurrency: usize,
@@ -214,12 +217,33 @@ impl Driver {
             request,
             sources,
             collect,
+            deflate: None,
             to_open: 0,
             handshaking: 0,
             concurrency: 1,
             last_open: None,
             handshake_latency: Histogram::new(),
         })
+    }
+
+    /// Offers permessage-deflate (RFC 7692) in every upgrade request; a
+    /// connection whose server accepts reads compressed messages.
+    pub fn offer_deflate(&mut self) {
+        let config = DeflateConfig::default();
+        self.request.extensions = Some(client_offer(&config));
+        self.deflate = Some(config);
+    }
+
+    /// The reader for a connection the server answered with `extensions`.
+    fn frame_reader(&self, extensions: Option<&str>) -> Result<FrameReader, String> {
+        let reader = FrameReader::new(self.collect);
+        match (extensions, &self.deflate) {
+            (Some(answer), Some(config)) => {
+                let params = client_accept(answer, config).map_err(|e| format!("handshake: extension: {e:?}"))?;
+                Ok(reader.with_compression(Compression::new(&params, Role::Client, config)))
+            }
+            _ => Ok(reader),
+        }
     }
 
     /// Spreads the connections over these servers too, in turn.
@@ -463,13 +487,17 @@ impl Driver {
             let outcome = match hs.head.feed_response(&self.read_buf[..n]) {
                 Ok(None) => return true,
                 Ok(Some((response, rest))) => validate(&response, &hs.key, &self.request)
+                    .map_err(|e| format!("handshake: {e}"))
                     // The bytes after the head are frames, at the end of what was read.
-                    .map(|_| n - rest.len())
-                    .map_err(|e| format!("handshake: {e}")),
+                    .map(|accepted| (n - rest.len(), accepted.extensions)),
                 Err(e) => Err(format!("handshake response: {e:?}")),
             };
+            let outcome = outcome.and_then(|(at, ext)| Ok((at, self.frame_reader(ext.as_deref())?)));
             match outcome {
-                Ok(frames_at) => start = frames_at,
+                Ok((frames_at, reader)) => {
+                    start = frames_at;
+                    self.io.conns[id].frames = reader;
+                }
                 Err(e) => {
                     self.io.counters.handshake_failed += 1;
                     self.io.counters.note(|| e);

@@ -9,8 +9,12 @@
 //! handed over as a slice of the read buffer, with no copy; only frames
 //! split across reads are gathered, into a buffer that is reused, and only
 //! when the caller asked for payloads. Server frames are never masked
-//! (section 5.1), so the bytes are usable as they lie.
+//! (section 5.1), so the bytes are usable as they lie. With
+//! permessage-deflate negotiated (`--deflate`), compressed messages are
+//! gathered whatever `collect` says and inflated by the core's
+//! `Compression` into a reused buffer.
 
+use crate::protocol::deflate::Compression;
 use crate::protocol::frame::{MAX_HEADER_LEN, parse_header};
 use crate::protocol::{Error, MessageKind, Opcode};
 
@@ -50,6 +54,26 @@ pub struct FrameReader {
     /// Payload of the control frame in progress (at most 125 bytes).
     control: Vec<u8>,
     collect: bool,
+    /// Set once permessage-deflate is negotiated.
+    inflate: Option<Box<Inflate>>,
+}
+
+#[derive(Debug)]
+struct Inflate {
+    compression: Compression,
+    /// The data message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
+    /// Where a compressed message is inflated (reused).
+    out: Vec<u8>,
+}
+
+impl Inflate {
+    fn message(&mut self, compressed: &[u8]) -> Result<&[u8], Error> {
+        self.out.clear();
+        self.compression.inflate(compressed, &mut self.out, MAX_MESSAGE)?;
+        self.compression.finish_message(&mut self.out, MAX_MESSAGE)?;
+        Ok(&self.out)
+    }
 }
 
 impl FrameReader {
@@ -64,7 +88,22 @@ impl FrameReader {
             data: Vec::new(),
             control: Vec::new(),
             collect,
+            inflate: None,
         }
+    }
+
+    /// Reads compressed messages too (the handshake negotiated them).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.inflate = Some(Box::new(Inflate {
+            compression,
+            compressed: false,
+            out: Vec::new(),
+        }));
+        self
+    }
+
+    fn compressed(&self) -> bool {
+        self.inflate.as_ref().is_some_and(|i| i.compressed)
     }
 
     /// Feeds bytes read from the server; calls `on` for each frame completed.
@@ -79,7 +118,7 @@ impl FrameReader {
             input = rest;
             if frame.opcode.is_control() {
                 self.control.extend_from_slice(piece);
-            } else if self.collect {
+            } else if self.collect || self.compressed() {
                 if self.data.len() + n > MAX_MESSAGE {
                     return Err(Error::MessageTooLarge);
                 }
@@ -122,12 +161,19 @@ impl FrameReader {
                 }
             }
         };
-        // Section 5.1: a server never masks; no extension is negotiated, so RSV1 is never set.
+        // Section 5.1: a server never masks. RSV1 marks a compressed
+        // message (RFC 7692 section 6): only on its first frame, only if negotiated.
         if header.mask.is_some() {
             return Err(Error::BadMasking);
         }
-        if header.rsv1 {
+        let starts_message = matches!(header.opcode, Opcode::Text | Opcode::Binary);
+        if header.rsv1 && !(starts_message && self.inflate.is_some()) {
             return Err(Error::ReservedBits);
+        }
+        if let Some(inflate) = self.inflate.as_mut()
+            && starts_message
+        {
+            inflate.compressed = header.rsv1;
         }
         let kind = match header.opcode {
             Opcode::Text | Opcode::Binary if self.message.is_some() => return Err(Error::ExpectedContinuation),
@@ -146,7 +192,10 @@ impl FrameReader {
             && rest.len() >= payload_len
         {
             let (payload, rest) = rest.split_at(payload_len);
-            on(Frame::Message(kind, payload));
+            match self.inflate.as_mut().filter(|i| i.compressed) {
+                Some(inflate) => on(Frame::Message(kind, inflate.message(payload)?)),
+                None => on(Frame::Message(kind, payload)),
+            }
             return Ok(rest);
         }
         if kind.is_some() {
@@ -182,7 +231,10 @@ impl FrameReader {
             }
             _ if frame.fin => {
                 let kind = self.message.take().expect("data frame belongs to a message");
-                on(Frame::Message(kind, &self.data));
+                match self.inflate.as_mut().filter(|i| i.compressed) {
+                    Some(inflate) => on(Frame::Message(kind, inflate.message(&self.data)?)),
+                    None => on(Frame::Message(kind, &self.data)),
+                }
                 self.data.clear();
             }
             _ => {}
@@ -275,6 +327,51 @@ mod tests {
         assert_eq!(kinds[1], (Some(MessageKind::Binary), 0));
         assert_eq!(seen[2], Seen::Ping(b"p".to_vec()));
         assert_eq!(seen[7], Seen::Close(Some(1000)));
+    }
+
+    fn inflating(collect: bool) -> FrameReader {
+        let config = crate::protocol::deflate::DeflateConfig::default();
+        let answer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let params = crate::protocol::deflate::client_accept(answer, &config).unwrap();
+        let role = crate::protocol::Role::Client;
+        FrameReader::new(collect).with_compression(Compression::new(&params, role, &config))
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_at_every_split_point() {
+        let compressor = crate::protocol::deflate::SharedCompressor::new(&Default::default());
+        let text = b"{\"type\":\"message\",\"content\":\"hello hello hello hello\"}".repeat(20);
+        let packed = compressor.compress(&text).unwrap();
+        let (head, tail) = packed.split_at(packed.len() / 2);
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, Opcode::Text, true, true, None, &packed);
+        write_frame(&mut bytes, Opcode::Text, true, false, None, b"plain");
+        write_frame(&mut bytes, Opcode::Text, false, true, None, head);
+        write_frame(&mut bytes, Opcode::Ping, true, false, None, b"p");
+        write_frame(&mut bytes, Opcode::Continuation, true, false, None, tail);
+        let expected = vec![
+            Seen::Message(MessageKind::Text, text.clone()),
+            Seen::Message(MessageKind::Text, b"plain".to_vec()),
+            Seen::Ping(b"p".to_vec()),
+            Seen::Message(MessageKind::Text, text.clone()),
+        ];
+        for piece in [1, 2, 7, 64, bytes.len()] {
+            assert_eq!(
+                feed_in_pieces(&mut inflating(true), &bytes, piece).unwrap(),
+                expected,
+                "{piece}"
+            );
+            // Compressed messages are gathered and inflated even when not collecting.
+            let seen = feed_in_pieces(&mut inflating(false), &bytes, piece).unwrap();
+            assert_eq!((&seen[0], &seen[3]), (&expected[0], &expected[3]), "{piece}");
+        }
+        // RSV1 on a continuation or a control frame is still an error.
+        let mut bad = Vec::new();
+        write_frame(&mut bad, Opcode::Ping, true, true, None, b"");
+        assert_eq!(
+            feed_in_pieces(&mut inflating(true), &bad, 100),
+            Err(Error::ReservedBits)
+        );
     }
 
     #[test]

@@ -24,6 +24,34 @@ pub fn stamp(out: &mut Vec<u8>, sent_ns: u64, publisher: u32, min_len: usize) {
     }
 }
 
+/// As [`stamp`], but padded with varied text (records of numbers and
+/// words, no `"`, `\\` or `#`, so it also fits in a JSON string) that
+/// compresses about as well as typical JSON events do, where a run of `.`
+/// would compress to almost nothing: for runs with permessage-deflate.
+pub fn stamp_varied(out: &mut Vec<u8>, sent_ns: u64, publisher: u32, min_len: usize) {
+    let start = out.len();
+    stamp(out, sent_ns, publisher, 0);
+    let stamp_len = out.len() - start;
+    let mut x = (sent_ns ^ (u64::from(publisher) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let sides = ["buy", "sell", "hold"];
+    while out.len() - start < min_len {
+        // xorshift64: cheap, and different in every message.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let _ = write!(
+            out,
+            " {{id:{},px:{}.{:02},qty:{},side:{}}}",
+            x % 100_000,
+            (x >> 20) % 5000,
+            (x >> 33) % 100,
+            (x >> 40) % 1000,
+            sides[(x >> 60) as usize % 3]
+        );
+    }
+    out.truncate(start + min_len.max(stamp_len));
+}
+
 /// Finds the stamp in `payload`: `(sent_ns, publisher)`, or `None` for a
 /// message that carries none (welcome, joined, presence events ...).
 pub fn parse(payload: &[u8]) -> Option<(u64, u32)> {
@@ -80,6 +108,27 @@ mod tests {
         buf.clear();
         stamp(&mut buf, u64::MAX, u32::MAX, 0);
         assert_eq!(parse(&buf), Some((u64::MAX, u32::MAX)));
+    }
+
+    #[test]
+    fn varied_padding_fits_a_json_string_and_compresses_like_json() {
+        let mut buf = Vec::new();
+        stamp_varied(&mut buf, 42, 3, 1024);
+        assert_eq!(buf.len(), 1024);
+        assert_eq!(parse(&buf), Some((42, 3)));
+        assert!(!buf[1..].iter().any(|b| matches!(b, b'"' | b'\\' | b'#')));
+        let mut other = Vec::new();
+        stamp_varied(&mut other, 43, 3, 1024);
+        assert_ne!(buf[20..], other[20..]);
+        // About what a JSON event compresses to, not the near-nothing of a run of dots.
+        let compressor = crate::protocol::deflate::SharedCompressor::new(&Default::default());
+        let compressed = compressor.compress(&buf).unwrap();
+        let ratio = buf.len() as f64 / compressed.len() as f64;
+        assert!((2.0..6.0).contains(&ratio), "{ratio}");
+        // Shorter than its stamp: the stamp alone.
+        buf.clear();
+        stamp_varied(&mut buf, 7, 1, 2);
+        assert_eq!(buf, b"#t=7,1");
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub struct BroadcastArgs {
     /// --url and these in turn, publishers included.
     #[arg(long, value_name = "URL")]
     pub spread_url: Vec<String>,
+    /// Offer permessage-deflate (RFC 7692) and inflate what comes back;
+    /// messages are padded with varied text that compresses like JSON.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +294,7 @@ fn run_scenario(scenario: Scenario) -> Result<Outcome, String> {
                 mode,
                 room: a.room,
                 drain: secs(a.drain),
+                deflate: a.deflate,
             })
         }
         Scenario::Api(a) => {
