@@ -129,7 +129,13 @@ impl<'a> Batch<'a> {
     fn joined(&self, frame: impl Fn(&Outgoing) -> &Arc<[u8]>) -> Arc<[u8]> {
         match self.messages[..] {
             [one] => frame(one).clone(),
-            _ => self.messages.iter().flat_map(|m| frame(m).iter().copied()).collect(),
+            _ => {
+                let mut joined = Vec::with_capacity(self.messages.iter().map(|m| frame(m).len()).sum());
+                for m in &self.messages {
+                    joined.extend_from_slice(frame(m));
+                }
+                joined.into()
+            }
         }
     }
 

@@ -61,8 +61,10 @@ pub struct BufPool {
 /// What a pool keeps at most: enough for every member of a large room to
 /// get a queue in one loop turn, bounded per worker.
 const POOL_BYTES: usize = 16 * 1024 * 1024;
-/// A tail buffer larger than this is freed rather than kept.
-const POOL_MAX_CAPACITY: usize = 64 * 1024;
+/// A tail buffer larger than this is freed rather than kept (four 16 KiB
+/// frames in flight must fit: a tail freed and grown again each turn costs
+/// page faults, a quarter of the server in `echo -c 100 -s 16384 -d 4`).
+const POOL_MAX_CAPACITY: usize = 256 * 1024;
 /// A chunk list longer than this is freed rather than kept.
 const POOL_MAX_CHUNKS: usize = 16;
 

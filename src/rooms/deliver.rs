@@ -90,8 +90,8 @@ fn refusal_error(ticket: Ticket, why: Refused) -> CommandError {
 
 impl Rooms {
     /// Applies deliveries until none is left (applying one may run held-back
-    /// commands, which may produce more).
-    /// A run of events for one room goes out as one batch per member.
+    /// commands, which may produce more). A run of events for one room goes
+    /// out as one batch per member.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, Session>) {
         let mut run: Vec<Arc<RoomEvent>> = Vec::new();
         while !self.work.is_empty() {
