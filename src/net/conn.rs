@@ -170,7 +170,8 @@ pub fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> 
 #[cfg(test)]
 mod tests {
     /// Idle connections are the common case: keep a slot small. The
-    /// measured cost per idle connection is in docs/performance.md.
+    /// measured cost per idle connection is in docs/benchmarks.md ("One
+    /// loop, second pass").
     #[test]
     fn connection_slot_stays_within_budget() {
         assert!(std::mem::size_of::<super::Conn<()>>() <= 192);
