@@ -95,16 +95,19 @@ impl Heartbeat {
 
     /// Records a frame from the peer; `data` for text/binary messages.
     pub fn heard(&mut self, now: Instant, data: bool) {
-        let since = now.saturating_duration_since(self.last_data);
-        // Past the longest span no idle timeout is pending (`Policy` caps
-        // it), so the last data message no longer matters.
-        if data || since >= MAX_SPAN {
-            self.last_data = now;
-            self.heard_ms = 0;
-        } else {
-            self.heard_ms = since.as_millis() as u32;
-        }
         self.ping_ms = NO_PING;
+        // A data message (the per-message path) needs no clock arithmetic.
+        if !data {
+            let since = now.saturating_duration_since(self.last_data);
+            // Past the longest span no idle timeout is pending (`Policy`
+            // caps it), so the last data message no longer matters.
+            if since < MAX_SPAN {
+                self.heard_ms = since.as_millis() as u32;
+                return;
+            }
+        }
+        self.last_data = now;
+        self.heard_ms = 0;
     }
 
     /// Decides what is due at `now` (for a policy that is `capped`).
