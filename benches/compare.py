@@ -99,6 +99,11 @@ def servers():
             "uWebSockets.js",
             echo=lambda port: [node, str(PEERS / "uwebsockets-js/server.js"), str(port)],
         ),
+        # The C++ core uWebSockets.js wraps, without the JavaScript callback.
+        Server(
+            "uWebSockets",
+            echo=lambda port: [str(PEERS / "uwebsockets-native/target/peer-uwebsockets-native"), str(port)],
+        ),
     ]
 
 

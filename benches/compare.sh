@@ -28,6 +28,8 @@ if [ "$build" = 1 ]; then
   for peer in tokio-tungstenite fastwebsockets; do
     cargo build --release --quiet --manifest-path "benches/peers/$peer/Cargo.toml"
   done
+  echo "# building native uWebSockets (C++)"
+  bash benches/peers/uwebsockets-native/build.sh >/dev/null
   echo "# installing the Node.js peers"
   for peer in node-ws uwebsockets-js; do
     (cd "benches/peers/$peer" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
