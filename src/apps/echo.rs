@@ -49,4 +49,9 @@ impl App for Echo {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, ()>, _id: ConnId, _state: (), _reason: CloseReason) {}
+
+    /// An echo has nothing to finish at the end of a turn.
+    fn replies_early(&self) -> bool {
+        true
+    }
 }

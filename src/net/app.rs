@@ -249,6 +249,17 @@ pub trait App {
         true
     }
 
+    /// Whether a connection's replies may be written as soon as its bytes
+    /// are handled, rather than with the rest of the turn's output before
+    /// the loop blocks. Early, the client acts on a reply while the loop is
+    /// still reading other connections (10 connections in ping-pong: about
+    /// twice the round trips, docs/benchmarks.md). An application whose
+    /// replies must follow work it finishes in `on_turn_end` or hands to
+    /// other threads in `before_poll` keeps the default, false.
+    fn replies_early(&self) -> bool {
+        false
+    }
+
     /// During a graceful shutdown, once this loop's connections are all
     /// gone: whether the loop may end now. An application whose state other
     /// loops still talk to returns false until they are done too (the

@@ -475,6 +475,12 @@ impl<A: App> Server<A> {
         if self.conn(id).is_some_and(|c| c.socket.tls_pending()) {
             self.mark_dirty(id);
         }
+        if self.app.replies_early()
+            && let Some(conn) = self.conn(id)
+            && std::mem::take(&mut conn.dirty)
+        {
+            self.flush(id, now);
+        }
     }
 
     fn read_into(&mut self, id: ConnId, buf: &mut [u8], now: Instant, ended: bool) {
@@ -950,8 +956,10 @@ impl<A: App> Server<A> {
     fn flush_dirty(&mut self, now: Instant) {
         while !self.dirty.is_empty() {
             for id in std::mem::take(&mut self.dirty) {
-                if let Some(conn) = self.conn(id) {
-                    conn.dirty = false;
+                // Not dirty any more: written early, right after its read.
+                if let Some(conn) = self.conn(id)
+                    && std::mem::take(&mut conn.dirty)
+                {
                     self.flush(id, now);
                 }
             }
