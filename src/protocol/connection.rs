@@ -289,27 +289,32 @@ impl Connection {
             && matches!(h.opcode, Opcode::Text | Opcode::Binary)
             && (input.len() - len) as u64 >= h.payload_len
         {
+            // Straight-line rather than a closure over `Result`s: the
+            // header and the outcome stay in registers (returned through
+            // memory they cost two store-forwarding stalls per message).
+            if let Err(err) = self.check_data_header(&h) {
+                return Err(self.fail(err));
+            }
             let end = len + h.payload_len as usize;
-            let result = self.check_data_header(&h).and_then(|()| {
-                let payload = &mut input[len..end];
-                if let Some(key) = h.mask {
-                    apply_mask(payload, key, 0);
+            let payload = &mut input[len..end];
+            if let Some(key) = h.mask {
+                apply_mask(payload, key, 0);
+            }
+            let kind = if h.opcode == Opcode::Text {
+                if super::utf8::validate(payload).is_err() {
+                    return Err(self.fail(Error::InvalidUtf8));
                 }
-                let kind = if h.opcode == Opcode::Text {
-                    super::utf8::validate(payload).map_err(|_| Error::InvalidUtf8)?;
-                    MessageKind::Text
-                } else {
-                    MessageKind::Binary
-                };
-                Ok(InPlace::Message {
+                MessageKind::Text
+            } else {
+                MessageKind::Binary
+            };
+            return Ok((
+                end,
+                Some(InPlace::Message {
                     kind,
                     payload: len..end,
-                })
-            });
-            return match result {
-                Ok(message) => Ok((end, Some(message))),
-                Err(err) => Err(self.fail(err)),
-            };
+                }),
+            ));
         }
         self.read_event(input)
             .map(|(used, event)| (used, event.map(InPlace::Event)))

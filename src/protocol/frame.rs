@@ -71,6 +71,7 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// here: reserved opcodes, RSV2/RSV3 (no extension we support defines them),
 /// control frames that are fragmented or longer than 125 bytes, and 64-bit
 /// lengths with the most significant bit set.
+#[inline]
 pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
@@ -115,10 +116,14 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
         }
         n => u64::from(n),
     };
-    let mask = masked.then(|| {
+    // The key's four bytes as one load: `buf` holds `header_len` bytes.
+    let mask = if masked {
         let at = 2 + ext_len;
-        [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
-    });
+        let key: [u8; 4] = buf[at..at + 4].try_into().expect("the header is whole");
+        Some(key)
+    } else {
+        None
+    };
     Ok(Some((
         FrameHeader {
             fin,
@@ -132,7 +137,10 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
 }
 
 /// Appends an encoded frame header to `out`, using the minimal length encoding.
+#[inline]
 pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
+    // Built on the stack and appended once: one capacity check, not four.
+    let mut bytes = [0u8; MAX_HEADER_LEN];
     let mut b0 = header.opcode.as_u8();
     if header.fin {
         b0 |= 0x80;
@@ -142,21 +150,28 @@ pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
     }
     let mask_bit = if header.mask.is_some() { 0x80 } else { 0 };
     let len = header.payload_len;
+    bytes[0] = b0;
+    let mut n = 2;
     if len <= 125 {
-        out.extend_from_slice(&[b0, mask_bit | len as u8]);
+        bytes[1] = mask_bit | len as u8;
     } else if len <= u64::from(u16::MAX) {
-        out.extend_from_slice(&[b0, mask_bit | 126]);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        bytes[1] = mask_bit | 126;
+        bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        n = 4;
     } else {
-        out.extend_from_slice(&[b0, mask_bit | 127]);
-        out.extend_from_slice(&len.to_be_bytes());
+        bytes[1] = mask_bit | 127;
+        bytes[2..10].copy_from_slice(&len.to_be_bytes());
+        n = 10;
     }
     if let Some(key) = header.mask {
-        out.extend_from_slice(&key);
+        bytes[n..n + 4].copy_from_slice(&key);
+        n += 4;
     }
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Appends a whole frame: header, then `payload` masked with `mask` if given.
+#[inline]
 pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, rsv1: bool, mask: Option<[u8; 4]>, payload: &[u8]) {
     let header = FrameHeader {
         fin,

@@ -10,6 +10,12 @@
 
 /// Validates a whole message at once.
 pub fn validate(bytes: &[u8]) -> Result<(), InvalidUtf8> {
+    // `simdutf8` hands inputs under 64 bytes to std's `from_utf8`, whose
+    // setup costs more than the check on a short message; short ASCII (most
+    // chat and JSON messages) takes std's word-at-a-time `is_ascii` instead.
+    if bytes.len() < 64 && bytes.is_ascii() {
+        return Ok(());
+    }
     simdutf8::basic::from_utf8(bytes).map(|_| ()).map_err(|_| InvalidUtf8)
 }
 
@@ -128,6 +134,31 @@ mod tests {
                         expected,
                         "{insert:?} at {at} / {piece}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_messages_agree_with_std() {
+        // Under 64 bytes, ASCII takes a shortcut: anything else must still
+        // reach the full check, at every length and position.
+        let inserts: &[&[u8]] = &[
+            b"",
+            "é".as_bytes(),
+            "𝄞".as_bytes(),
+            b"\x80",
+            b"\xc0\xaf",
+            b"\xe2\x82",
+            b"\xff",
+        ];
+        for insert in inserts {
+            for len in 0..64 {
+                for at in 0..=len {
+                    let mut bytes = vec![b'{'; len];
+                    bytes.splice(at..at, insert.iter().copied());
+                    let expected = std::str::from_utf8(&bytes).is_ok();
+                    assert_eq!(validate(&bytes).is_ok(), expected, "{insert:?} at {at} of {len}");
                 }
             }
         }
