@@ -5,6 +5,7 @@
 //! `WouldBlock`, write the send queue, ask whether output is still pending,
 //! shut down. The plain case is a direct socket read and `writev`; the TLS
 //! state is boxed so that a plain connection does not pay for its size.
+//! Plain writes are `send`/`sendmsg` calls ([`Sender`]).
 //!
 //! TLS reads: the records the socket has are fed to rustls and decrypted;
 //! plaintext rustls already holds is handed out before the socket is read
@@ -101,7 +102,7 @@ impl Transport {
     /// connection also queues its close_notify (once) and sends it.
     pub fn write_queue(&mut self, out: &mut SendQueue, close: bool, pool: &mut BufPool) -> io::Result<usize> {
         match self {
-            Transport::Plain(s) => out.write_to(s, pool),
+            Transport::Plain(s) => out.write_to(&mut Sender(s), pool),
             Transport::Tls(t) => t.write_queue(out, close, pool),
         }
     }
@@ -125,11 +126,36 @@ impl Transport {
     }
 }
 
+/// Writes to a TCP socket with `send`/`sendmsg` rather than `write`/`writev`.
+/// Both reach the same `sock_sendmsg`, but `writev` first goes through the
+/// file layer (`vfs_writev`, the file position lock), a few percent of the
+/// server on small echoes (docs/benchmarks.md); and `MSG_NOSIGNAL` turns a
+/// write to a reset connection into `EPIPE` even in a host program that
+/// has not ignored `SIGPIPE` (roomcast as a library).
+pub struct Sender<'a>(pub &'a TcpStream);
+
+impl Write for Sender<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.write(one),
+            _ => socket2::SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl TlsStream {
     /// Sends buffered records until none is left or the socket blocks.
     fn flush_records(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.socket) {
+            match self.tls.write_tls(&mut Sender(&self.socket)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
