@@ -4,8 +4,9 @@
 //! `WouldBlock`, bounded by a per-wakeup budget so one flooding client
 //! cannot starve the rest (connections over budget go on the `ready` list
 //! and are resumed on the next turn). Output is written at the end of each
-//! turn with vectored writes; WRITABLE interest is held only while a queue
-//! is backed up. A connection whose output is backed up is not read (TCP
+//! turn with vectored writes (or, for an application that says its replies
+//! may go early, right after the connection's read: `App::replies_early`);
+//! WRITABLE interest is held only while a queue is backed up. A connection whose output is backed up is not read (TCP
 //! backpressure). All deadlines sit in one heap whose earliest entry is the
 //! poll timeout.
 //!
