@@ -119,6 +119,11 @@ pub struct Server<A: App> {
     stats: Arc<Stats>,
     shared: Arc<Shared>,
     read_buf: Box<[u8]>,
+    /// The bytes being handled end a read that drained a plain socket, and
+    /// the application's replies may go early (`App::replies_early`).
+    drained: bool,
+    /// Handed to the next `Ctx` (see `Ctx::write_through`).
+    write_through: Option<ConnId>,
     /// Output buffers lent to connections while they have bytes queued.
     pool: BufPool,
     dirty: Vec<ConnId>,
@@ -185,6 +190,8 @@ impl<A: App> Server<A> {
             stats: shared.stats(worker).clone(),
             shared,
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
+            drained: false,
+            write_through: None,
             pool: BufPool::default(),
             dirty: Vec::new(),
             ready: Vec::new(),
@@ -517,7 +524,9 @@ impl<A: App> Server<A> {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     self.stats.bytes_in.add(n as u64);
+                    self.drained = drains && n < buf.len() && self.app.replies_early();
                     self.on_bytes(id, &mut buf[..n], now);
+                    self.drained = false;
                     if drains && n < buf.len() {
                         return;
                     }
@@ -793,7 +802,12 @@ impl<A: App> Server<A> {
                         heartbeat.heard(now, true);
                     }
                     let open = matches!(conn.phase, Phase::Open { .. }) && !conn.doomed;
+                    // The read's last message: its reply may be written at once.
+                    if self.drained && data.is_empty() {
+                        self.write_through = Some(id);
+                    }
                     self.deliver(id, open, kind, &frame[payload], now);
+                    self.write_through = None;
                     continue;
                 }
                 None => None,
@@ -871,6 +885,7 @@ impl<A: App> Server<A> {
             answered: &mut self.answered,
             pool: &mut self.pool,
             now,
+            write_through: self.write_through.take(),
         };
         f(&mut self.app, &mut ctx)
     }

@@ -13,7 +13,7 @@
 use super::close::{CloseCode, CloseFrame, close_payload, parse_close_payload};
 use super::deflate::Compression;
 use super::error::Error;
-use super::frame::{FrameHeader, MAX_HEADER_LEN, Opcode, parse_header, write_frame};
+use super::frame::{FrameHeader, MAX_HEADER_LEN, Opcode, encode_header, parse_header, write_frame};
 use super::mask::{apply_mask, random_key};
 use super::utf8::Utf8Validator;
 
@@ -586,6 +586,24 @@ impl Connection {
             return;
         }
         write_frame(out, kind.opcode(), true, false, mask, payload);
+    }
+
+    /// The header of an uncompressed, unmasked frame of `len` payload
+    /// bytes, for a caller that writes header and payload itself (straight
+    /// from its own buffer, without copying the payload). `None` when a
+    /// message cannot take that shape: not open, permessage-deflate in use
+    /// (it may compress), or the client role (it masks).
+    pub fn plain_header(&self, kind: MessageKind, len: usize) -> Option<([u8; MAX_HEADER_LEN], usize)> {
+        if !self.can_send() || self.compression.is_some() || self.role == Role::Client {
+            return None;
+        }
+        Some(encode_header(&FrameHeader {
+            fin: true,
+            rsv1: false,
+            opcode: kind.opcode(),
+            mask: None,
+            payload_len: len as u64,
+        }))
     }
 
     pub fn send_text(&mut self, text: &str) {

@@ -140,6 +140,13 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
 #[inline]
 pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
     // Built on the stack and appended once: one capacity check, not four.
+    let (bytes, n) = encode_header(header);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+/// Encodes a frame header on the stack: the bytes, and how many are used.
+#[inline]
+pub fn encode_header(header: &FrameHeader) -> ([u8; MAX_HEADER_LEN], usize) {
     let mut bytes = [0u8; MAX_HEADER_LEN];
     let mut b0 = header.opcode.as_u8();
     if header.fin {
@@ -167,7 +174,7 @@ pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
         bytes[n..n + 4].copy_from_slice(&key);
         n += 4;
     }
-    out.extend_from_slice(&bytes[..n]);
+    (bytes, n)
 }
 
 /// Appends a whole frame: header, then `payload` masked with `mask` if given.
