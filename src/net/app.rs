@@ -165,6 +165,39 @@ fn frame_into<S>(conn: &mut Conn<S>, pool: &mut BufPool, kind: MessageKind, data
     conn.out.len_bytes() - before
 }
 
+/// Writes a message straight to a plain connection with nothing queued
+/// (see `Ctx::write_through`) and queues what the socket does not take;
+/// returns the bytes queued. `None`: it must be framed into the queue.
+fn write_now<S>(
+    conn: &mut Conn<S>,
+    pool: &mut BufPool,
+    stats: &Stats,
+    kind: MessageKind,
+    data: &[u8],
+) -> Option<usize> {
+    let Phase::Open { ws, .. } = &conn.phase else {
+        return None;
+    };
+    if conn.held || !conn.out.is_empty() || ws.has_output() {
+        return None;
+    }
+    let Transport::Plain(socket) = &conn.socket else {
+        return None;
+    };
+    let (header, n) = ws.plain_header(kind, data.len())?;
+    let header = &header[..n];
+    // An error is left for the loop's flush of the queued rest to meet again
+    // (and end the connection on).
+    let written = Sender(socket)
+        .write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
+        .unwrap_or(0);
+    stats.bytes_out.add(written as u64);
+    let rest = unsent(header, data, written);
+    let queued = rest.len();
+    conn.out.push(Chunk::Owned(rest), pool);
+    Some(queued)
+}
+
 /// What a write of `written` bytes of `header` then `payload` left unsent.
 fn unsent(header: &[u8], payload: &[u8], written: usize) -> Vec<u8> {
     let mut rest = Vec::with_capacity((header.len() + payload.len()).saturating_sub(written));
@@ -341,51 +374,15 @@ impl<S> Ctx<'_, S> {
 
     /// Frames and queues a message (compressed if negotiated).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
-        if self.write_through == Some(id) {
-            // Only the first reply: the rest of a burst is one write later.
-            self.write_through = None;
-            if data.len() >= WRITE_THROUGH_FROM
-                && let Some(sent) = self.write_now(id, kind, data)
-            {
-                return sent;
+        // Only the first reply: the rest of a burst is one write later.
+        let through = self.write_through.take_if(|t| *t == id).is_some() && data.len() >= WRITE_THROUGH_FROM;
+        let stats = self.stats;
+        self.enqueue(id, 1, |conn, pool| {
+            if through && let Some(queued) = write_now(conn, pool, stats, kind, data) {
+                return queued;
             }
-        }
-        self.enqueue(id, 1, |conn, pool| frame_into(conn, pool, kind, data))
-    }
-
-    /// Writes a message straight to an open, plain connection with nothing
-    /// queued; what the socket does not take is queued. `None`: it must be
-    /// queued the usual way (see `write_through`).
-    fn write_now(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Option<Sent> {
-        let conn = lookup(self.conns, id)?;
-        let Phase::Open { ws, .. } = &conn.phase else {
-            return None;
-        };
-        if conn.doomed || conn.held || !conn.out.is_empty() || ws.has_output() {
-            return None;
-        }
-        let Transport::Plain(socket) = &conn.socket else {
-            return None;
-        };
-        let (header, n) = ws.plain_header(kind, data.len())?;
-        let header = &header[..n];
-        // An error is left for the loop's flush of the queued frame to meet
-        // again (and end the connection on).
-        let written = Sender(socket)
-            .write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
-            .unwrap_or(0);
-        self.stats.bytes_out.add(written as u64);
-        self.stats.messages_out.inc();
-        if written < n + data.len() {
-            let rest = unsent(header, data, written);
-            self.stats.queued(rest.len());
-            conn.out.push(Chunk::Owned(rest), self.pool);
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(id);
-            }
-        }
-        Some(Sent::Queued)
+            frame_into(conn, pool, kind, data)
+        })
     }
 
     /// Queues an already framed message shared among many connections.

@@ -6,9 +6,9 @@
 //! and are resumed on the next turn). Output is written at the end of each
 //! turn with vectored writes (or, for an application that says its replies
 //! may go early, right after the connection's read: `App::replies_early`);
-//! WRITABLE interest is held only while a queue is backed up. A connection whose output is backed up is not read (TCP
-//! backpressure). All deadlines sit in one heap whose earliest entry is the
-//! poll timeout.
+//! WRITABLE interest is held only while a queue is backed up. A connection
+//! whose output is backed up is not read (TCP backpressure). All deadlines
+//! sit in one heap whose earliest entry is the poll timeout.
 //!
 //! Plain HTTP requests are served with keep-alive: one at a time per
 //! connection, in order (pipelined ones wait, unread, while an answer is

@@ -3,9 +3,9 @@
 //!
 //! The loop sees the same operations either way: read plaintext until
 //! `WouldBlock`, write the send queue, ask whether output is still pending,
-//! shut down. The plain case is a direct socket read and `writev`; the TLS
-//! state is boxed so that a plain connection does not pay for its size.
-//! Plain writes are `send`/`sendmsg` calls ([`Sender`]).
+//! shut down. The plain case is a direct socket read and `send`/`sendmsg`
+//! ([`Sender`]); the TLS state is boxed so that a plain connection does not
+//! pay for its size.
 //!
 //! TLS reads: the records the socket has are fed to rustls and decrypted;
 //! plaintext rustls already holds is handed out before the socket is read
