@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 mod conn;
+pub mod descriptors;
 pub mod heartbeat;
 pub mod id;
 pub mod mailbox;

@@ -12,6 +12,7 @@
 
 pub use crate::net::Mailbox;
 
+use crate::net::descriptors;
 use crate::net::{Adopted, App, Config, Handoff, Reactor, Server, Shared, ShutdownHandle, listen};
 use log::error;
 use mio::Waker;
@@ -118,6 +119,11 @@ impl Plan {
     /// Binds the listeners for `workers` loops on `config.listen`.
     pub fn new(config: Config, workers: usize, mode: AcceptMode) -> io::Result<Plan> {
         let n = workers.max(1);
+        // Every connection is a descriptor; the few dozen more cover the
+        // listeners, polls, wakers and stores.
+        if let Err(e) = descriptors::reserve(config.max_connections.saturating_add(64)) {
+            log::warn!("could not size the descriptor table up front: {e}");
+        }
         let reuse = n > 1 && mode == AcceptMode::ReusePort;
         let first = listen(config.listen, config.backlog, reuse)?;
         // With port 0, the others must join the port the first one got.
