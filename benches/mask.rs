@@ -9,8 +9,15 @@ use std::hint::black_box;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-/// A frame header's worth, a chat message, the default frame limit, a large message.
-const SIZES: [(usize, &str); 4] = [(16, "16B"), (1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
+/// A frame header's worth, the comparison's small echo, a chat message, the
+/// default frame limit, a large message.
+const SIZES: [(usize, &str); 5] = [
+    (16, "16B"),
+    (20, "20B"),
+    (1024, "1KiB"),
+    (64 * 1024, "64KiB"),
+    (1024 * 1024, "1MiB"),
+];
 
 fn masking(c: &mut Criterion) {
     let mut group = c.benchmark_group("mask");

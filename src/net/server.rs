@@ -892,7 +892,16 @@ impl<A: App> Server<A> {
 
     /// Closes what the application (or an overflow) asked to close, and
     /// carries on with the HTTP requests it answered.
+    #[inline]
     fn finish_closing(&mut self, now: Instant) {
+        // Runs after every message, and almost always finds nothing to do:
+        // the check is inlined, the work is not.
+        if !self.closing.is_empty() || !self.answered.is_empty() {
+            self.close_requested(now);
+        }
+    }
+
+    fn close_requested(&mut self, now: Instant) {
         let draining = self.drain_deadline.is_some();
         while let Some((id, code, reason)) = self.closing.pop() {
             if let Some(conn) = lookup(&mut self.conns, id)

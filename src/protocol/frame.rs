@@ -140,8 +140,12 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Error> {
 #[inline]
 pub fn write_header(out: &mut Vec<u8>, header: &FrameHeader) {
     // Built on the stack and appended once: one capacity check, not four.
+    // All of the array, then cut to length: a copy of a constant size is
+    // two stores, one of `n` bytes a call to memcpy.
     let (bytes, n) = encode_header(header);
-    out.extend_from_slice(&bytes[..n]);
+    let at = out.len();
+    out.extend_from_slice(&bytes);
+    out.truncate(at + n);
 }
 
 /// Encodes a frame header on the stack: the bytes, and how many are used.
