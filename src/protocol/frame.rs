@@ -184,6 +184,15 @@ pub fn encode_header(header: &FrameHeader) -> ([u8; MAX_HEADER_LEN], usize) {
 /// Appends a whole frame: header, then `payload` masked with `mask` if given.
 #[inline]
 pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, fin: bool, rsv1: bool, mask: Option<[u8; 4]>, payload: &[u8]) {
+    // A server's short frame, the commonest reply: two header bytes, no
+    // length extension, no key, so none of encode_header's cases.
+    if mask.is_none() && payload.len() <= 125 {
+        let b0 = opcode.as_u8() | u8::from(fin) << 7 | u8::from(rsv1) << 6;
+        out.reserve(2 + payload.len());
+        out.extend_from_slice(&[b0, payload.len() as u8]);
+        out.extend_from_slice(payload);
+        return;
+    }
     let header = FrameHeader {
         fin,
         rsv1,
@@ -214,6 +223,31 @@ mod tests {
 
     fn parse(buf: &[u8]) -> (FrameHeader, usize) {
         parse_header(buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn the_short_frame_path_writes_what_the_general_encoder_writes() {
+        use Opcode::*;
+        let payload: Vec<u8> = (0..=130u8).collect();
+        for opcode in [Continuation, Text, Binary, Close, Ping, Pong] {
+            for (fin, rsv1) in [(true, false), (false, false), (true, true), (false, true)] {
+                for len in 0..=130 {
+                    let header = FrameHeader {
+                        fin,
+                        rsv1,
+                        opcode,
+                        mask: None,
+                        payload_len: len as u64,
+                    };
+                    let mut general = b"before".to_vec();
+                    write_header(&mut general, &header);
+                    general.extend_from_slice(&payload[..len]);
+                    let mut written = b"before".to_vec();
+                    write_frame(&mut written, opcode, fin, rsv1, None, &payload[..len]);
+                    assert_eq!(written, general, "{opcode:?} fin {fin} rsv1 {rsv1} len {len}");
+                }
+            }
+        }
     }
 
     // RFC 6455 section 5.7 examples.
