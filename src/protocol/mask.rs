@@ -27,9 +27,25 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for w in &mut words {
         xor_word(w, word);
     }
-    let key = word.to_le_bytes();
-    for (byte, k) in words.into_remainder().iter_mut().zip(key) {
-        *byte ^= k;
+    // Under 8 bytes left: at most one 4-, one 2- and one 1-byte step (the
+    // key lines up with each, as it did with the words).
+    let mut rest = words.into_remainder();
+    let mut key = word as u32;
+    if rest.len() >= 4 {
+        let (w, tail) = rest.split_at_mut(4);
+        let masked = u32::from_le_bytes((&*w).try_into().expect("4 bytes")) ^ key;
+        w.copy_from_slice(&masked.to_le_bytes());
+        rest = tail;
+    }
+    if rest.len() >= 2 {
+        let (w, tail) = rest.split_at_mut(2);
+        let masked = u16::from_le_bytes((&*w).try_into().expect("2 bytes")) ^ key as u16;
+        w.copy_from_slice(&masked.to_le_bytes());
+        key >>= 16;
+        rest = tail;
+    }
+    if let Some(byte) = rest.first_mut() {
+        *byte ^= key as u8;
     }
 }
 
