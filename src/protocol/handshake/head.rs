@@ -8,42 +8,53 @@
 /// How many header lines a head may have.
 const MAX_HEADERS: usize = 64;
 
-/// One header, name as sent, value as raw bytes (HTTP allows non-UTF-8).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
-}
-
-/// Headers with case-insensitive lookup.
+/// Header lines with case-insensitive lookup. Names (as sent) and raw
+/// values (HTTP allows non-UTF-8) lie end to end in one buffer: a head
+/// costs two allocations, not two per line (an opening handshake is in
+/// the per-connection cost; docs/benchmarks.md, "One loop, fifth pass").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<Header>);
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// Per line, where its name ends and where its value ends in `bytes`;
+    /// each line begins where the one before it ends.
+    ends: Vec<(usize, usize)>,
+}
 
 impl Headers {
     fn from_parsed(parsed: &[httparse::Header<'_>]) -> Self {
-        Headers(
-            parsed
-                .iter()
-                .map(|h| Header {
-                    name: h.name.to_owned(),
-                    value: h.value.to_vec(),
-                })
-                .collect(),
-        )
+        let len = parsed.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let mut headers = Headers {
+            bytes: Vec::with_capacity(len),
+            ends: Vec::with_capacity(parsed.len()),
+        };
+        for h in parsed {
+            headers.bytes.extend_from_slice(h.name.as_bytes());
+            let name_end = headers.bytes.len();
+            headers.bytes.extend_from_slice(h.value);
+            headers.ends.push((name_end, headers.bytes.len()));
+        }
+        headers
+    }
+
+    /// Every line as (name, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
+        starts
+            .zip(&self.ends)
+            .map(|(start, &(name_end, end))| (&self.bytes[start..name_end], &self.bytes[name_end..end]))
     }
 
     /// All values of the header `name`, in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let header = self.0.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
-        Some(&header.value)
+        let (_, value) = self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
+        Some(value)
     }
 
     /// The first value of `name` as UTF-8 text, if it is.
@@ -215,6 +226,28 @@ mod tests {
         let mut reader = HeadReader::new(8192);
         let (_, rest) = reader.feed_request(REQ).unwrap().unwrap();
         assert_eq!(rest, b"\x81\x80");
+    }
+
+    #[test]
+    fn headers_keep_lines_in_order_with_raw_values() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-List: 1\r\nx-list: 2, 3\r\nEmpty:\r\nRaw: \xff\xfe\r\n\r\n";
+        let (req, _) = HeadReader::new(8192).feed_request(head).unwrap().unwrap();
+        let lines: Vec<_> = req.headers.iter().collect();
+        assert_eq!(
+            lines,
+            [
+                (&b"Host"[..], &b"a"[..]),
+                (b"X-List", b"1"),
+                (b"x-list", b"2, 3"),
+                (b"Empty", b""),
+                (b"Raw", b"\xff\xfe"),
+            ]
+        );
+        assert_eq!(req.headers.all("X-LIST").collect::<Vec<_>>(), [&b"1"[..], b"2, 3"]);
+        assert_eq!(req.headers.get("empty"), Some(&b""[..]));
+        assert_eq!(req.headers.get_str("raw"), None);
+        assert_eq!(req.headers.get("missing"), None);
+        assert_eq!(Headers::default().iter().count(), 0);
     }
 
     #[test]

@@ -17,10 +17,17 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (section 4.2.2, step 5.4).
 pub fn accept_key(key: &[u8]) -> String {
+    let mut out = String::with_capacity(28);
+    push_accept_key(&mut out, key);
+    out
+}
+
+/// Appends `Sec-WebSocket-Accept`'s value for `key` to `out`.
+pub fn push_accept_key(out: &mut String, key: &[u8]) {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID.as_bytes());
-    BASE64.encode(sha.finalize())
+    BASE64.encode_string(sha.finalize(), out);
 }
 
 /// Whether a comma-separated header value contains `token`, ignoring ASCII

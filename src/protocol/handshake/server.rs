@@ -1,7 +1,7 @@
 //! Server side of the opening handshake (RFC 6455 section 4.2).
 
 use super::head::Request;
-use super::{accept_key, has_token};
+use super::{has_token, push_accept_key};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -124,7 +124,8 @@ pub fn validate(req: &Request) -> Result<Upgrade, Rejection> {
             .collect()
     };
     Ok(Upgrade {
-        key: String::from_utf8_lossy(key).into_owned(),
+        // Valid base64 (checked above), so ASCII.
+        key: std::str::from_utf8(key).map(str::to_owned).unwrap_or_default(),
         protocols: list("sec-websocket-protocol"),
         extensions: headers
             .all("sec-websocket-extensions")
@@ -135,7 +136,9 @@ pub fn validate(req: &Request) -> Result<Upgrade, Rejection> {
 }
 
 fn is_valid_key(key: &[u8]) -> bool {
-    key.len() == 24 && BASE64.decode(key).is_ok_and(|k| k.len() == 16)
+    // 24 characters decode to at most 18 bytes: no allocation.
+    let mut decoded = [0u8; 18];
+    key.len() == 24 && BASE64.decode_slice(key, &mut decoded).is_ok_and(|n| n == 16)
 }
 
 /// Checks `Origin` against an allowlist (section 10.2). An empty allowlist
@@ -164,7 +167,7 @@ pub fn accept_response(key: &str, protocol: Option<&str>, extensions: Option<&st
     out.push_str(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
-    out.push_str(&accept_key(key.as_bytes()));
+    push_accept_key(&mut out, key.as_bytes());
     out.push_str("\r\n");
     if let Some(p) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
