@@ -8,7 +8,9 @@ writes the raw results to target/bench-compare/results.json and a bar
 chart to docs/benchmarks.svg. Standard library only.
 
 Environment (seconds unless said): BENCH_WARMUP, BENCH_DURATION, BENCH_HOLD,
-BENCH_SERVERS / BENCH_SCENARIOS (comma-separated names to keep),
+BENCH_SERVERS / BENCH_SCENARIOS (names to keep, separated by commas, or by
+semicolons when a scenario name has a comma), BENCH_MORE=1 (adds issue 17's rows: 32 B and 1 KiB pipelined, 16 KiB four
+in flight, 10 connections ping-pong, fan-out at 50 publishes/s),
 BENCH_BASELINE (an older roomcast binary to measure alongside, as
 "roomcast-baseline"), BENCH_IDLE (idle connections in total, default
 19900), BENCH_ROUNDS (default 2, --quick 1: each cell reports its best
@@ -117,7 +119,20 @@ def scenarios():
         ("pubsub 1000 members", "pubsub", ["broadcast", "-n", "1000", "-p", "4", "-w", "8", "-s", "64"]),
         ("pubsub 10000 members", "pubsub", ["broadcast", "-n", "10000", "-p", "4", "-w", "4", "-s", "64"]),
         ("idle connections", "idle", ["connect"]),
-    ]
+    ] + (MORE_SCENARIOS if os.environ.get("BENCH_MORE") == "1" else [])
+
+
+# BENCH_MORE=1 adds the rows of issue 17's table that the matrix lacks:
+# message sizes and depths where native uWebSockets was measured, and
+# fan-out latency at a fixed publish rate (not saturation). They appear in
+# the CPU-per-unit table and in one table of their own.
+MORE_SCENARIOS = [
+    ("echo 100 x 32 B, 16 in flight", "echo", ["echo", "-c", "100", "-s", "32", "-d", "16"]),
+    ("echo 100 x 1 KiB, 16 in flight", "echo", ["echo", "-c", "100", "-s", "1024", "-d", "16"]),
+    ("echo 100 x 16 KiB, 4 in flight", "echo", ["echo", "-c", "100", "-s", "16384", "-d", "4", "--binary"]),
+    ("echo 10 x 32 B", "echo", ["echo", "-c", "10", "-s", "32", "-d", "1"]),
+    ("pubsub 1000 members, 50/s", "pubsub", ["broadcast", "-n", "1000", "-p", "1", "-r", "50", "-s", "64"]),
+]
 
 
 def env_float(name, default):
@@ -388,13 +403,19 @@ def run_all(timing, keep_servers, keep_scenarios, idle_total, rounds, quiet_wait
     for log in logs.values():
         log.close()
     kinds = {n: k for n, k, _ in plan}
+    # At a fixed publish rate the rate says nothing: the best round is the
+    # one with the lowest p99.
+    fixed_rate = {n for n, _, args in plan if "-r" in args}
     best = {}
     for server, cells in all_rounds.items():
         best[server] = {}
         for name, runs in cells.items():
             ok = [r for r in runs if "error" not in r]
             if ok:
-                best[server][name] = max(ok, key=lambda r: primary(kinds[name], r))
+                if name in fixed_rate:
+                    best[server][name] = min(ok, key=lambda r: r["latency_us"]["p99"])
+                else:
+                    best[server][name] = max(ok, key=lambda r: primary(kinds[name], r))
                 best[server][name]["rounds"] = len(runs)
             elif runs:
                 best[server][name] = runs[-1]
@@ -475,7 +496,23 @@ def metric(results, server, scenario, get):
         return None
 
 
-def tables(results):
+def unit_rate(r):
+    """Units per second of a run: messages, deliveries or handshakes."""
+    for key in ("msgs_per_sec", "deliveries_per_sec", "handshakes_per_sec"):
+        if r.get(key) is not None:
+            return r[key]
+    return None
+
+
+def cpu_ns(r):
+    """Server CPU per unit in one run, in nanoseconds."""
+    if "error" in r or r.get("server_cpu_percent") is None:
+        return None
+    per_sec = unit_rate(r)
+    return r["server_cpu_percent"] / 100 * 1e9 / per_sec if per_sec else None
+
+
+def tables(results, every_round=None):
     names = list(results)
     lines = []
     # Throughput and memory.
@@ -543,6 +580,39 @@ def tables(results):
                     cells.append(f"{(rc / peer if higher else peer / rc):.2f}x")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
+    # What each unit of work cost the server, from every round: the
+    # comparison that holds where the generator, not the server, set the rate.
+    if every_round:
+        ran = [n for n in (n for n, _, _ in scenarios()) if any(every_round.get(s, {}).get(n) for s in names)]
+        lines.append("Server CPU per unit (ns of server CPU time per message, delivery or handshake, from /proc "
+                     "over each measured window; lowest-highest over the rounds; lower is better):")
+        lines.append("")
+        lines.append("| server | " + " | ".join(ran) + " |")
+        lines.append("|---|" + "---:|" * len(ran))
+        for s in names:
+            cells = []
+            for scen in ran:
+                ns = [v for v in (cpu_ns(r) for r in every_round.get(s, {}).get(scen, [])) if v is not None]
+                cells.append("n/a" if not ns else f"{min(ns):,.0f}" + ("" if len(ns) == 1 else f"-{max(ns):,.0f}"))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+        more = [n for n, _, _ in MORE_SCENARIOS if n in ran]
+        if more:
+            lines.append("The BENCH_MORE scenarios, best round (rate; p50 / p99 latency):")
+            lines.append("")
+            lines.append("| server | " + " | ".join(more) + " |")
+            lines.append("|---|" + "---:|" * len(more))
+            for s in names:
+                cells = []
+                for scen in more:
+                    r = results.get(s, {}).get(scen)
+                    if not r or "error" in r:
+                        cells.append("failed" if r else "")
+                        continue
+                    lat = r["latency_us"]
+                    cells.append(f"{fmt_rate(unit_rate(r))}; {fmt_us(lat['p50'])} / {fmt_us(lat['p99'])}")
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            lines.append("")
     # The generator's own load, run by run.
     lines.append("CPU use, bench / server (percent of one core; the bench must stay well under 100):")
     lines.append("")
@@ -656,7 +726,9 @@ def main():
         env_float("BENCH_HOLD", 2.0 if quick else 5.0),
     )
     keep_servers = [s for s in os.environ.get("BENCH_SERVERS", "").split(",") if s]
-    keep_scenarios = [s for s in os.environ.get("BENCH_SCENARIOS", "").split(",") if s]
+    # Several scenario names contain a comma: with one of them, separate by ';'.
+    chosen = os.environ.get("BENCH_SCENARIOS", "")
+    keep_scenarios = [s.strip() for s in chosen.split(";" if ";" in chosen else ",") if s.strip()]
     idle_total = int(env_float("BENCH_IDLE", IDLE_TOTAL))
     rounds = int(env_float("BENCH_ROUNDS", 1 if quick else 2))
     quiet_wait = env_float("BENCH_QUIET_WAIT", 10.0 if quick else 30.0)
@@ -674,7 +746,7 @@ def main():
         {"environment": env, "timing": timing, "rounds": rounds, "results": results, "every_round": every_round},
         indent=1) + "\n")
     print()
-    print(tables(results))
+    print(tables(results, every_round))
     print()
     print(f"# took {time.time() - started:.0f} s; load average now {loadavg()}; raw results in "
           f"{OUT / 'results.json'}, logs in {OUT}/")
