@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: roomcast against tokio-tungstenite, fastwebsockets,
-# node ws and uWebSockets.js (benches/peers/), driven by `roomcast bench`.
+# node ws, uWebSockets.js and native uWebSockets (benches/peers/), driven by
+# `roomcast bench`.
 #
-#   bash benches/compare.sh            # full run (11 minutes or more: it waits for a quiet machine)
+#   bash benches/compare.sh            # full run (15 minutes or more: it waits for a quiet machine)
 #   bash benches/compare.sh --quick    # short runs (about 4 minutes)
 #   bash benches/compare.sh --no-build # reuse what is built
 #
 # Environment: BENCH_WARMUP, BENCH_DURATION, BENCH_HOLD (seconds),
-# BENCH_SERVERS / BENCH_SCENARIOS (comma-separated names to keep),
+# BENCH_SERVERS / BENCH_SCENARIOS (names to keep; ';'-separated when a
+# scenario name has a comma), BENCH_MORE=1 (issue 17's extra rows),
 # BENCH_BASELINE (an older roomcast binary, run as roomcast-baseline),
 # BENCH_IDLE (idle connections in total), BENCH_ROUNDS, BENCH_QUIET_WAIT.
 # See docs/benchmarks.md.
@@ -18,7 +20,7 @@ build=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
   esac
 done
 

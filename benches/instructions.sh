@@ -8,12 +8,16 @@
 #   bash benches/instructions.sh echo -c 100 -s 32 -d 16
 #   bash benches/instructions.sh echo -c 100 -s 16384 -d 4 --binary
 #   bash benches/instructions.sh broadcast -n 1000 -p 4 -w 8 -s 64
+#   bash benches/instructions.sh connect -n 5000 --connect-concurrency 128
+#
+# `connect` counts per handshake: the whole run (connects, a second of
+# holding, the closes), divided by the connections it opened.
 #
 # Environment: ROOMCAST (the binary, default target/release/roomcast),
 # SECONDS_MEASURED (default 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,17p' "$0"; exit 2; }
 scenario=$1
 shift
 bin=${ROOMCAST:-target/release/roomcast}
@@ -41,12 +45,33 @@ measure() {
   fi
   pid=$!
   for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local m0 m1
+  if [ "$scenario" = connect ]; then
+    # Every handshake of the run is counted: zeroed before it starts.
+    m0=$(stats connections_total)
+    [ "$mode" = callgrind ] && callgrind_control -z "$pid" >/dev/null
+    if [ "$mode" = native ]; then
+      strace -c -f -p "$pid" -o "$out/strace.txt" 2>/dev/null &
+      local st=$!
+      sleep 0.5
+    fi
+    "$bin" bench connect "$@" --url "ws://127.0.0.1:$port$path" --hold 1 --connect-timeout 300 \
+      >"$out/bench.txt" 2>&1 || true
+    m1=$(stats connections_total)
+    if [ "$mode" = callgrind ]; then
+      callgrind_control -d "$pid" >/dev/null
+    else
+      kill -INT "$st"; wait "$st" 2>/dev/null || true
+    fi
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo $((m1 - m0))
+    return
+  fi
   # Load for warmup + measured time; counting starts after the warmup.
   "$bin" bench "$scenario" "$@" --url "ws://127.0.0.1:$port$path" --warmup 4 --duration "$secs" \
     --connect-timeout 120 >"$out/bench.txt" 2>&1 &
   local bench=$!
   sleep 6
-  local m0 m1
   if [ "$mode" = callgrind ]; then
     callgrind_control -z "$pid" >/dev/null
     m0=$(stats messages_out); sleep "$secs"; m1=$(stats messages_out)
@@ -68,6 +93,8 @@ m_cg=$(measure callgrind "$@")
 ir=$(grep -h '^summary:' "$out"/cg.*.1 | awk '{print $2}' | head -1)
 m_st=$(measure native "$@")
 echo "scenario: $scenario $*"
-awk -v ir="$ir" -v m="$m_cg" 'BEGIN { printf "instructions per message out: %.0f (%d messages under callgrind)\n", ir / m, m }'
-awk -v m="$m_st" '$NF=="total" {printf "system calls per message out: %.3f (%d calls, %d messages)\n", $(NF-2)/m, $(NF-2), m}
-  $1 ~ /^[0-9.]+$/ && NF>=5 {printf "  %-16s %.3f per message\n", $NF, $4/m}' "$out/strace.txt"
+unit="message out"
+[ "$scenario" = connect ] && unit=handshake
+awk -v ir="$ir" -v m="$m_cg" -v u="$unit" 'BEGIN { printf "instructions per %s: %.0f (%d under callgrind)\n", u, ir / m, m }'
+awk -v m="$m_st" -v u="$unit" '$NF=="total" {printf "system calls per %s: %.3f (%d calls, %d units)\n", u, $(NF-2)/m, $(NF-2), m}
+  $1 ~ /^[0-9.]+$/ && NF>=5 {printf "  %-16s %.3f per %s\n", $NF, $4/m, u}' "$out/strace.txt"
