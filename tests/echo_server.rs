@@ -196,6 +196,49 @@ fn connections_beyond_the_limit_get_503() {
     assert_eq!(status, 503, "{head}");
 }
 
+/// `TCP_DEFER_ACCEPT`: the kernel keeps a connection that has sent nothing
+/// from the server, so it holds none of `max_connections` meanwhile. With
+/// the option off, the same silent connection (first in the accept queue)
+/// takes the one slot and the handshake behind it is refused.
+#[test]
+fn a_silent_connection_holds_no_slot_while_the_kernel_defers_it() {
+    let deferred = echo(Config {
+        max_connections: 1,
+        defer_accept: 30,
+        ..test_config()
+    });
+    let _silent = raw(deferred.addr);
+    let _open = raw_ws(deferred.addr, "/");
+
+    let undeferred = echo(Config {
+        max_connections: 1,
+        defer_accept: 0,
+        ..test_config()
+    });
+    let _silent = raw(undeferred.addr);
+    let (status, head) = http(undeferred.addr, &upgrade_request("/", ""));
+    assert_eq!(status, 503, "{head}");
+}
+
+/// A connection that never speaks still reaches the server once the
+/// deferral ends, and its handshake timeout closes it.
+#[test]
+fn a_silent_connection_is_closed_after_the_deferral_and_the_handshake_timeout() {
+    let server = echo(Config {
+        defer_accept: 1,
+        handshake_timeout: Duration::from_millis(200),
+        ..test_config()
+    });
+    let mut silent = raw(server.addr);
+    let started = std::time::Instant::now();
+    assert!(closed_by_peer(&mut silent));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn an_idle_connection_is_closed_with_1000() {
     let config = Config {

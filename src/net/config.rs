@@ -22,6 +22,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     pub backlog: i32,
+    /// Seconds the kernel holds a new connection until its first bytes
+    /// arrive before handing it over anyway (`TCP_DEFER_ACCEPT`; 0: off).
+    /// Clients speak first, so the loop wakes once per connection, not
+    /// twice; a connection that sends nothing reaches the server (its limits
+    /// and its handshake timeout) only after this period.
+    pub defer_accept: u32,
     /// Connections held at once; beyond it new ones get HTTP 503.
     pub max_connections: usize,
     /// Connections held at once per client address (IPv6: per /64); beyond
@@ -78,6 +84,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             backlog: 4096,
+            defer_accept: 1,
             max_connections: 100_000,
             max_connections_per_ip: 1000,
             handshake_rate_per_ip: Some(RateLimit {

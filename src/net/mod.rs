@@ -4,6 +4,7 @@
 pub mod app;
 pub mod config;
 mod conn;
+pub mod defer_accept;
 pub mod descriptors;
 pub mod heartbeat;
 pub mod id;

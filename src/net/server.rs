@@ -141,7 +141,7 @@ pub struct Server<A: App> {
 impl<A: App> Server<A> {
     /// One event loop on its own listener: the whole server in one thread.
     pub fn bind(config: Config, app: A) -> io::Result<Self> {
-        let listener = listen(config.listen, config.backlog, false)?;
+        let listener = listen(config.listen, config.backlog, false, config.defer_accept)?;
         let local_addr = listener.local_addr()?;
         let shared = Shared::new(1, Instant::now());
         Self::new(
@@ -1185,7 +1185,9 @@ impl<A: App> Server<A> {
 /// costs its client a retransmission timeout (1 s, then 3 s...).
 /// With `reuse_port`, several loops may listen on the same address
 /// (`SO_REUSEPORT`): the kernel spreads new connections over them.
-pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
+/// `defer_accept`: seconds for `TCP_DEFER_ACCEPT` (0: off; see
+/// `Config::defer_accept`).
+pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool, defer_accept: u32) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -1195,6 +1197,9 @@ pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Tc
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
+    if defer_accept > 0 {
+        super::defer_accept::set(&socket, defer_accept)?;
+    }
     Ok(TcpListener::from_std(socket.into()))
 }
 

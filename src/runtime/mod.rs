@@ -125,13 +125,13 @@ impl Plan {
             log::warn!("could not size the descriptor table up front: {e}");
         }
         let reuse = n > 1 && mode == AcceptMode::ReusePort;
-        let first = listen(config.listen, config.backlog, reuse)?;
+        let first = listen(config.listen, config.backlog, reuse, config.defer_accept)?;
         // With port 0, the others must join the port the first one got.
         let local_addr = first.local_addr()?;
         let mut listeners = vec![Some(first)];
         for _ in 1..n {
             listeners.push(if reuse {
-                Some(listen(local_addr, config.backlog, true)?)
+                Some(listen(local_addr, config.backlog, true, config.defer_accept)?)
             } else {
                 None
             });
