@@ -220,14 +220,15 @@ impl Queue {
     fn write_to<W: Write>(&mut self, out: &mut W) -> io::Result<usize> {
         let mut total = 0;
         while self.queued > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            let runs = self.chunks.iter().map(Chunk::bytes).chain(Some(self.tail.as_slice()));
-            for bytes in runs.filter(|b| !b.is_empty()).take(MAX_IOV) {
-                slices[n] = IoSlice::new(if n == 0 { &bytes[self.written..] } else { bytes });
-                n += 1;
-            }
-            match out.write_vectored(&slices[..n]) {
+            // Frames appended since the last flush are one run, the common
+            // case (every reply of a ping-pong echo): a plain write, without
+            // filling an iovec array of MAX_IOV slices first.
+            let result = if self.chunks.is_empty() {
+                out.write(&self.tail[self.written..])
+            } else {
+                self.write_runs(out)
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     total += written;
@@ -239,6 +240,18 @@ impl Queue {
             }
         }
         Ok(total)
+    }
+
+    /// One `writev` of the chunks and the tail, `MAX_IOV` runs at most.
+    fn write_runs<W: Write>(&self, out: &mut W) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        let runs = self.chunks.iter().map(Chunk::bytes).chain(Some(self.tail.as_slice()));
+        for bytes in runs.filter(|b| !b.is_empty()).take(MAX_IOV) {
+            slices[n] = IoSlice::new(if n == 0 { &bytes[self.written..] } else { bytes });
+            n += 1;
+        }
+        out.write_vectored(&slices[..n])
     }
 
     fn drop_unsent(&mut self) -> usize {
@@ -349,6 +362,7 @@ mod tests {
         got: Vec<u8>,
         cap: usize,
         calls_left: usize,
+        vectored: usize,
     }
 
     impl Write for Trickle {
@@ -363,6 +377,7 @@ mod tests {
         }
         /// Gathers across slices, like `writev` on a socket.
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.vectored += 1;
             let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             self.write(&all)
         }
@@ -376,6 +391,7 @@ mod tests {
             got: Vec::new(),
             cap,
             calls_left,
+            vectored: 0,
         }
     }
 
@@ -409,6 +425,22 @@ mod tests {
         assert!(q.queue.is_none(), "a drained connection holds no queue");
         assert_eq!(pool.free.len(), 1, "it went back to the pool");
         assert!(pool.free[0].tail.capacity() > 0, "with its tail buffer");
+    }
+
+    #[test]
+    fn frames_in_the_tail_alone_go_out_as_plain_writes_and_resume_mid_frame() {
+        let mut pool = BufPool::default();
+        let mut q = SendQueue::default();
+        q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"ping")));
+        q.append_frame(&mut pool, |t| t.extend_from_slice(&frame(b"pong!")));
+        let mut w = trickle(5, 1);
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 5);
+        assert_eq!(q.len_bytes(), 8);
+        w.calls_left = 1000;
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap(), 8);
+        assert_eq!(w.got, [frame(b"ping"), frame(b"pong!")].concat());
+        assert_eq!(w.vectored, 0, "one run needs no iovec");
+        assert!(q.queue.is_none());
     }
 
     #[test]
