@@ -5,7 +5,8 @@
 #
 # Targets: handshake, frame, connection, inflate, http_api, resp (the
 # Redis engine's RESP3 parser), commands (the room protocol's JSON
-# commands); `cargo fuzz list` finds them all.
+# commands), defer_accept (the one unsafe module's socket option);
+# `cargo fuzz list` finds them all.
 #
 #   bash fuzz/smoke.sh                      # all targets, 20 s each
 #   FUZZ_SECONDS=5 FUZZ_TARGETS="frame" bash fuzz/smoke.sh

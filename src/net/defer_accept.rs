@@ -3,15 +3,16 @@
 //! passed without any), so a WebSocket client, which always speaks first,
 //! costs the event loop one wake-up instead of two: no event for the bare
 //! connection and another for its request. Measured on 19,900 connects:
-//! 35.8 -> 27.6 us of server CPU per handshake (docs/benchmarks.md, "One
-//! loop, fifth pass").
+//! 35.2 -> 26.1 us of server CPU per handshake, medians of five interleaved
+//! rounds (docs/benchmarks.md, "One loop, fifth pass").
 //!
 //! The crate's only `unsafe`: neither std (unstable there), socket2 nor
 //! rustix offers this option, so it is set with `setsockopt(2)` directly.
 //! Invariants of both calls: the descriptor is borrowed for the call
 //! (`AsFd`), and the option's buffer is a live `c_int` on the stack whose
 //! exact size is passed; `getsockopt` may only shorten the length, which is
-//! checked before the value is read.
+//! checked before the value is read. The fuzz target `defer_accept` runs
+//! both on a real listener with any sequence of periods.
 #![allow(unsafe_code)]
 
 use std::io;
