@@ -253,12 +253,26 @@ fn an_idle_connection_is_closed_with_1000() {
 
 #[test]
 fn large_echoes_through_a_small_receive_window_arrive_whole_and_in_order() {
-    // Large replies to a client that reads nothing until it has sent them
-    // all: the first go straight from the read buffer to the socket
-    // (`Ctx::write_through`), the rest queue up behind them while the
-    // sockets are full. Distinct bytes per message catch a reply cut, lost
-    // or reordered on either path. (Whether a direct write comes up short
-    // is up to the kernel's buffer sizes; `unsent` is tested apart.)
+    // 12 messages, ~600 KB: the first replies go from the read buffer as a
+    // second iovec (`Ctx::write_through`), the rest queue up behind them.
+    echoes_before_any_is_read(12, |i| 50_000 + 97 * i);
+}
+
+#[test]
+fn small_echoes_through_a_small_receive_window_arrive_whole_and_in_order() {
+    // 3,000 messages of 1 B to 4 KiB, ~6 MB: the first replies are copied
+    // behind their headers and written at once, the rest queue up behind
+    // them once the sockets are full.
+    echoes_before_any_is_read(3_000, |i| 1 + (i * 1_361) % 4_100);
+}
+
+/// Sends `n` binary messages of `size(i)` bytes to the echo server from a
+/// client that reads nothing until it has sent them all, through a 4 KiB
+/// receive buffer, then checks every reply. Distinct bytes per message
+/// catch a reply cut, lost or reordered on the direct or the queued path.
+/// (Whether a direct write comes up short is up to the kernel's buffer
+/// sizes; `unsent` is tested apart.)
+fn echoes_before_any_is_read(n: usize, size: fn(usize) -> usize) {
     let server = echo(test_config());
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -266,21 +280,20 @@ fn large_echoes_through_a_small_receive_window_arrive_whole_and_in_order() {
     let stream: std::net::TcpStream = socket.into();
     let (mut reader, _) = tungstenite::client(format!("ws://{}/", server.addr), stream.try_clone().unwrap()).unwrap();
     let mut writer = tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None);
-    let payload = |i: usize| -> Vec<u8> { (0..50_000 + 97 * i).map(|j| ((i * 7 + j) % 251) as u8).collect() };
-    // 12 messages, ~600 KB, far more than the sockets hold while nobody
-    // reads. The reader starts once they are all sent, or after 5 s if the
-    // sender is blocked (a kernel with small buffers): never a deadlock.
-    const N: usize = 12;
+    let payload = move |i: usize| -> Vec<u8> { (0..size(i)).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    // Far more than the sockets hold while nobody reads. The reader starts
+    // once they are all sent, or after 5 s if the sender is blocked (a
+    // kernel with small buffers): never a deadlock.
     let (sent, all_sent) = std::sync::mpsc::channel();
     let sender = std::thread::spawn(move || {
-        for i in 0..N {
+        for i in 0..n {
             writer.send(Message::binary(payload(i))).unwrap();
         }
         sent.send(()).unwrap();
         writer
     });
     let _ = all_sent.recv_timeout(Duration::from_secs(5));
-    for i in 0..N {
+    for i in 0..n {
         match reader.read().unwrap() {
             Message::Binary(got) => assert!(got[..] == payload(i)[..], "message {i} differs"),
             other => panic!("message {i}: {other:?}"),

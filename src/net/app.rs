@@ -186,12 +186,18 @@ fn write_now<S>(
     };
     let (header, n) = ws.plain_header(kind, data.len())?;
     let header = &header[..n];
+    let written = if data.len() < COPY_BELOW {
+        Sender(socket).write(pool.frame(header, data))
+    } else {
+        Sender(socket).write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
+    };
     // An error is left for the loop's flush of the queued rest to meet again
     // (and end the connection on).
-    let written = Sender(socket)
-        .write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
-        .unwrap_or(0);
+    let written = written.unwrap_or(0);
     stats.bytes_out.add(written as u64);
+    if written == header.len() + data.len() {
+        return Some(0);
+    }
     let rest = unsent(header, data, written);
     let queued = rest.len();
     conn.out.push(Chunk::Owned(rest), pool);
@@ -312,10 +318,11 @@ pub trait App {
     }
 }
 
-/// The smallest reply written straight from the caller's buffer
-/// (`Ctx::write_through`). Below it, copying into the send queue costs less
-/// than the socket call's second iovec (echo 10 x 32 B measured no gain).
-const WRITE_THROUGH_FROM: usize = 4096;
+/// A reply written at once (`Ctx::write_through`) smaller than this is
+/// copied behind its header and sent as one slice; a larger one is sent
+/// from the caller's buffer as a second iovec, which costs the kernel more
+/// than a small copy costs us (docs/benchmarks.md, "One loop, seventh pass").
+const COPY_BELOW: usize = 4096;
 
 /// What the application can do to connections while handling an event.
 pub struct Ctx<'a, S> {
@@ -337,9 +344,9 @@ pub struct Ctx<'a, S> {
     /// The connection whose message is being handled, when that message
     /// ended a read that drained a plain socket and the application's
     /// replies may go early: its first reply, if nothing is queued ahead
-    /// of it, is written at once from the caller's buffer (header and
-    /// payload in one `sendmsg`) rather than copied into the send queue to
-    /// be written a moment later by the same flush.
+    /// of it, is written at once (see `COPY_BELOW`) rather than framed
+    /// into a send queue taken from the pool, marked dirty and written a
+    /// moment later by the same loop turn's flush.
     pub(super) write_through: Option<ConnId>,
 }
 
@@ -375,7 +382,7 @@ impl<S> Ctx<'_, S> {
     /// Frames and queues a message (compressed if negotiated).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
         // Only the first reply: the rest of a burst is one write later.
-        let through = self.write_through.take_if(|t| *t == id).is_some() && data.len() >= WRITE_THROUGH_FROM;
+        let through = self.write_through.take_if(|t| *t == id).is_some();
         let stats = self.stats;
         self.enqueue(id, 1, |conn, pool| {
             if through && let Some(queued) = write_now(conn, pool, stats, kind, data) {
@@ -470,7 +477,8 @@ impl<S> Ctx<'_, S> {
         let added = queue(conn, self.pool);
         self.stats.queued(added);
         self.stats.messages_out.add(messages);
-        if !conn.dirty {
+        // A reply written whole at once left nothing for the flush to do.
+        if added > 0 && !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);
         }

@@ -56,6 +56,9 @@ pub struct BufPool {
     /// How many queues at the bottom of `free` no `take` has reached since
     /// the last `trim`: what the worker did not need for a whole period.
     idle: usize,
+    /// Where a small reply written at once is framed (`frame`); it never
+    /// holds more than one such frame, so it stays a few KiB.
+    scratch: Vec<u8>,
 }
 
 /// What a pool keeps at most: enough for every member of a large room to
@@ -98,6 +101,15 @@ impl BufPool {
         }
         self.free.shrink_to(self.free.len() * 2);
         self.idle = self.free.len();
+    }
+
+    /// `header` then `payload`, one after the other, in the pool's scratch
+    /// buffer: a frame for one write that takes no queue.
+    pub fn frame(&mut self, header: &[u8], payload: &[u8]) -> &[u8] {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(header);
+        self.scratch.extend_from_slice(payload);
+        &self.scratch
     }
 
     /// Whether any queue is kept.
