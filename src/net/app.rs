@@ -319,9 +319,10 @@ pub trait App {
 }
 
 /// A reply written at once (`Ctx::write_through`) smaller than this is
-/// copied behind its header and sent as one slice; a larger one is sent
-/// from the caller's buffer as a second iovec, which costs the kernel more
-/// than a small copy costs us (docs/benchmarks.md, "One loop, seventh pass").
+/// copied behind its header and sent as one slice: copying a small payload
+/// costs less than a second iovec. A larger one goes from the caller's
+/// buffer as that second iovec, sparing the copy (docs/benchmarks.md,
+/// "One loop, seventh pass").
 const COPY_BELOW: usize = 4096;
 
 /// What the application can do to connections while handling an event.
