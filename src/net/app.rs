@@ -380,7 +380,8 @@ impl<S> Ctx<'_, S> {
         }
     }
 
-    /// Frames and queues a message (compressed if negotiated).
+    /// Frames and queues a message (compressed if negotiated), or writes
+    /// it at once (see `write_through`).
     pub fn send(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) -> Sent {
         // Only the first reply: the rest of a burst is one write later.
         let through = self.write_through.take_if(|t| *t == id).is_some();

@@ -105,7 +105,7 @@ impl BufPool {
 
     /// `header` then `payload`, one after the other, in the pool's scratch
     /// buffer: a frame for one write that takes no queue.
-    pub fn frame(&mut self, header: &[u8], payload: &[u8]) -> &[u8] {
+    pub(crate) fn frame(&mut self, header: &[u8], payload: &[u8]) -> &[u8] {
         self.scratch.clear();
         self.scratch.extend_from_slice(header);
         self.scratch.extend_from_slice(payload);
