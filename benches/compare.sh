@@ -3,7 +3,7 @@
 # node ws, uWebSockets.js and native uWebSockets (benches/peers/), driven by
 # `roomcast bench`.
 #
-#   bash benches/compare.sh            # full run (15 minutes or more: it waits for a quiet machine)
+#   bash benches/compare.sh            # full run (26 minutes or more: four rounds; it waits for a quiet machine)
 #   bash benches/compare.sh --quick    # short runs (about 4 minutes)
 #   bash benches/compare.sh --no-build # reuse what is built
 #
